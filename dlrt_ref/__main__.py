@@ -1,0 +1,3 @@
+from dlrt_ref.cli import main
+
+raise SystemExit(main())

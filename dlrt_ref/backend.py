@@ -1,0 +1,142 @@
+"""Array backends: NumPy (CPU) or CuPy (GPU), chosen explicitly by name.
+
+There is no global switch. Code that creates arrays takes a :class:`Backend`
+(or its name) and uses ``backend.xp`` as the array module; code that only
+transforms arrays it is given uses :func:`array_module` to find the module of
+its inputs. Random initial data is always drawn on the host with a seeded
+``numpy.random.Generator`` and then moved with :meth:`Backend.asarray`, so both
+backends start from identical numbers.
+
+Examples
+--------
+>>> from dlrt_ref.backend import get_backend, to_numpy
+>>> be = get_backend("numpy")
+>>> x = be.asarray([1.0, 2.0])
+>>> to_numpy(x).tolist()
+[1.0, 2.0]
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "get_backend",
+    "available_backends",
+    "array_module",
+    "to_numpy",
+    "BACKEND_NAMES",
+]
+
+BACKEND_NAMES = ("numpy", "cupy")
+
+
+class BackendError(ValueError):
+    """Raised for an unknown or unavailable backend, or mixed-backend inputs."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An array module plus the few helpers the library needs from it.
+
+    Parameters
+    ----------
+    name : {"numpy", "cupy"}
+    xp : module
+        ``numpy`` or ``cupy``.
+    """
+
+    name: str
+    xp: ModuleType
+
+    def asarray(self, a: Any, dtype: Any = None):
+        """Move host data (or an array of this backend) onto this backend."""
+        if self.name == "numpy":
+            return np.asarray(to_numpy(a), dtype=dtype)
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return to_numpy(a)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on NumPy); needed before timing."""
+        if self.name == "cupy":
+            self.xp.cuda.Stream.null.synchronize()
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return f"Backend({self.name!r})"
+
+
+def _cupy_or_none() -> ModuleType | None:
+    try:
+        import cupy  # type: ignore
+    except Exception:
+        return None
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None
+    except Exception:
+        return None
+    return cupy
+
+
+def get_backend(name: "str | Backend" = "numpy") -> Backend:
+    """Return the backend called ``name`` ("numpy" or "cupy").
+
+    Raises
+    ------
+    BackendError
+        If the name is unknown, or CuPy is asked for on a machine without
+        CuPy or without a GPU.
+    """
+    if isinstance(name, Backend):
+        return name
+    if name == "numpy":
+        return Backend("numpy", np)
+    if name == "cupy":
+        cp = _cupy_or_none()
+        if cp is None:
+            raise BackendError(
+                "backend 'cupy' is not available: CuPy is not installed or no GPU is "
+                "visible (install the 'gpu' extra on a CUDA machine, or use backend 'numpy')"
+            )
+        return Backend("cupy", cp)
+    raise BackendError(f"unknown backend {name!r}; expected one of {BACKEND_NAMES}")
+
+
+def available_backends() -> list[str]:
+    """Names of the backends usable on this machine (always includes "numpy")."""
+    return ["numpy"] + (["cupy"] if _cupy_or_none() is not None else [])
+
+
+def array_module(*arrays: Any) -> ModuleType:
+    """The array module (numpy or cupy) of the given arrays.
+
+    Raises :class:`BackendError` if NumPy and CuPy arrays are mixed, which would
+    otherwise fail deep inside CuPy or silently copy to the host.
+    """
+    mods = set()
+    for a in arrays:
+        if a is None:
+            continue
+        mod = type(a).__module__.split(".")[0]
+        mods.add("cupy" if mod == "cupy" else "numpy")
+    if len(mods) > 1:
+        raise BackendError("mixed NumPy and CuPy arrays in one operation; move them with Backend.asarray")
+    if mods == {"cupy"}:
+        import cupy  # type: ignore
+
+        return cupy
+    return np
+
+
+def to_numpy(a: Any) -> np.ndarray:
+    """Copy an array of any backend to a host ``numpy.ndarray`` (no copy for NumPy)."""
+    if type(a).__module__.split(".")[0] == "cupy":
+        return a.get()
+    return np.asarray(a)
