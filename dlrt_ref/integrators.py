@@ -1,0 +1,353 @@
+"""Low-rank integrators for Ẏ = F(t, Y) on the manifold of rank-r matrices.
+
+One step each, in the papers' notation. Y0 = U0 S0 V0^* is a
+:class:`~dlrt_ref.lowrank.LowRankMatrix` with orthonormal U0, V0. The field is
+a callable ``field(t, Y) -> F`` where Y is a LowRankMatrix (factors not
+necessarily orthonormal) and F is an array or an operator of
+:mod:`dlrt_ref.operators`; F is only used through ``F @ V``, ``F.H @ U`` and
+``F.core(U, V) = U^* F V``. A field may also be an :class:`Increments`
+(a trajectory A(t) given through A(t1) − A(t0)). The sub-flows are solved by a
+pluggable sub-step (:mod:`dlrt_ref.substeps`).
+
+The same building blocks (:func:`k_flow`, :func:`l_flow`, :func:`s_flow`,
+:func:`augment`, :func:`truncate_core`) are what the DLRT optimiser uses with a
+network's gradient as F and an optimiser as the sub-step.
+
+References
+----------
+.. [LO14] C. Lubich, I. V. Oseledets, "A projector-splitting integrator for
+   dynamical low-rank approximation", BIT 54, 171–188, 2014.
+.. [CL22] G. Ceruti, C. Lubich, "An unconventional robust integrator for
+   dynamical low-rank approximation", BIT 62, 23–44, 2022.
+.. [CKL22] G. Ceruti, J. Kusch, C. Lubich, "A rank-adaptive robust integrator
+   for dynamical low-rank approximation", BIT 62, 1149–1174, 2022.
+.. [CKL24] G. Ceruti, J. Kusch, C. Lubich, "A parallel rank-adaptive integrator
+   for dynamical low-rank approximation", SIAM J. Sci. Comput. 46(3), 2024.
+.. [KL07] O. Koch, C. Lubich, "Dynamical low-rank approximation",
+   SIAM J. Matrix Anal. Appl. 29, 434–454, 2007.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable, Optional
+
+from dlrt_ref.backend import array_module
+from dlrt_ref.lowrank import LowRankMatrix, Truncation, orthonormalise, truncate
+from dlrt_ref.operators import as_operator
+from dlrt_ref.substeps import SubFlow, euler, get_substep
+
+__all__ = [
+    "StepResult", "Increments", "k_flow", "l_flow", "s_flow", "augment", "truncate_core",
+    "ksl_step", "lsk_step", "strang_step", "bug_step", "ra_bug_step", "parallel_bug_step",
+    "naive_step", "INTEGRATORS", "integrate", "Solution",
+]
+
+
+def _H(A):
+    return A.conj().T
+
+
+def _eye(Y_like, r):
+    xp = array_module(Y_like)
+    return xp.eye(r, dtype=Y_like.dtype)
+
+
+@dataclass
+class StepResult:
+    """One step's outcome: the new Y, the number of field evaluations, the truncation (if any)."""
+
+    Y: LowRankMatrix
+    evaluations: int
+    truncation: Optional[Truncation] = None
+
+
+class Increments:
+    """A trajectory A(t) used through its increments A(t0+h) − A(t0) ([LO14] Sec. 5, [CL22] Sec. 3).
+
+    On the step [t0, t0+h] the field is the constant (A(t0+h) − A(t0)) / h,
+    so Euler sub-steps solve every sub-flow exactly. If A(t) has rank r for all
+    t, KSL, Strang, BUG and the rank-adaptive BUG reproduce A(t) exactly.
+    """
+
+    def __init__(self, A: Callable[[float], Any]):
+        self.A = A
+
+    def on_step(self, t0: float, h: float):
+        dA = (self.A(t0 + h) - self.A(t0)) / h  # (m, n)
+        return lambda t, Y: dA
+
+
+class _Counted:
+    """Wraps a field to count its evaluations (one evaluation = one 'pass' in training)."""
+
+    def __init__(self, field, t0, h):
+        self.f = field.on_step(t0, h) if hasattr(field, "on_step") else field
+        self.linear = self.f if hasattr(self.f, "k_coefficients") else None
+        self.n = 0
+
+    def __call__(self, t, Y):
+        self.n += 1
+        return as_operator(self.f(t, Y))
+
+
+# --------------------------------------------------------------------------- #
+# Sub-flows and shared building blocks
+# --------------------------------------------------------------------------- #
+def k_flow(F, V0, F0=None, sign=1.0) -> SubFlow:
+    """K-step ODE K̇ = F(t, K V0^*) V0 ([LO14] eq. (3.4); [CL22] Sec. 3). F0: field at Y0."""
+    I = _eye(V0, V0.shape[1])
+    lin = getattr(F, "linear", None)
+    return SubFlow(
+        rhs=lambda t, K: sign * (F(t, LowRankMatrix(K, I, V0)) @ V0),  # (m, n) @ (n, r)
+        linear=tuple(sign * c for c in lin.k_coefficients(V0)) if lin is not None else None,
+        rhs0=None if F0 is None else sign * (F0 @ V0),
+    )
+
+
+def l_flow(F, U0, F0=None, sign=1.0) -> SubFlow:
+    """L-step ODE L̇ = F(t, U0 L^*)^* U0 ([LO14] eq. (3.6); [CL22] Sec. 3). F0: field at Y0."""
+    I = _eye(U0, U0.shape[1])
+    lin = getattr(F, "linear", None)
+    return SubFlow(
+        rhs=lambda t, L: sign * (F(t, LowRankMatrix(U0, I, L)).H @ U0),  # (n, m) @ (m, r)
+        linear=tuple(sign * c for c in lin.l_coefficients(U0)) if lin is not None else None,
+        rhs0=None if F0 is None else sign * (F0.H @ U0),
+    )
+
+
+def s_flow(F, U, V, F0=None, sign=1.0) -> SubFlow:
+    """S-step ODE Ṡ = ±U^* F(t, U S V^*) V (Galerkin, [CL22]; backward for KSL, [LO14]).
+
+    F0, if given, must be the field at U S(t0) V^* (e.g. at Y0 when Û S̃0 V̂^* = Y0).
+    """
+    lin = getattr(F, "linear", None)
+    return SubFlow(
+        rhs=lambda t, S: sign * F(t, LowRankMatrix(U, S, V)).core(U, V),  # (r, m)(m, n)(n, r)
+        linear=tuple(sign * c for c in lin.s_coefficients(U, V)) if lin is not None else None,
+        rhs0=None if F0 is None else sign * F0.core(U, V),
+    )
+
+
+def augment(K1, U0, ortho: str = "householder"):
+    """Augmented basis Û = orth([K1 | U0]) and M̂ = Û^* U0 ([CKL22] Alg. 1, step 1).
+
+    span(Û) ⊇ span(U0), so Û M̂ = U0 and Û (M̂ S0 N̂^*) V̂^* = Y0 exactly.
+    Returns (Û (m×k̂), M̂ (k̂×r)) with k̂ = min(m, 2r).
+    """
+    xp = array_module(K1, U0)
+    U_hat = orthonormalise(xp.concatenate([K1, U0], axis=1), ortho)  # (m, 2r) -> (m, k̂)
+    return U_hat, _H(U_hat) @ U0  # (k̂, m) @ (m, r) -> (k̂, r)
+
+
+def truncate_core(U_hat, S_hat, V_hat, **rule) -> tuple[LowRankMatrix, Truncation]:
+    """Truncate Û Ŝ V̂^* to Û P Σ (V̂ Q)^* by :func:`~dlrt_ref.lowrank.truncate` ([CKL22] Alg. 1, step 3)."""
+    tr = truncate(S_hat, **rule)
+    # (m, k̂) @ (k̂, r1) -> (m, r1);  (n, k̂) @ (k̂, r1) -> (n, r1)
+    return LowRankMatrix(U_hat @ tr.P, tr.S, V_hat @ tr.Q), tr
+
+
+def _orth_and_coeff(K, ortho):
+    """K = U R with orthonormal U: returns U and R = U^* K (works for any orthonormaliser)."""
+    U = orthonormalise(K, ortho)
+    return U, _H(U) @ K  # (r, m) @ (m, r) -> (r, r)
+
+
+# --------------------------------------------------------------------------- #
+# Projector splitting [LO14]
+# --------------------------------------------------------------------------- #
+def ksl_step(field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder") -> StepResult:
+    """Lie projector-splitting step K → S (backward) → L ([LO14] Sec. 3.2).
+
+    1. K̇ = F(t, K V0^*) V0, K(t0) = U0 S0; QR: K(t1) = U1 Ŝ1.
+    2. Ṡ = −U1^* F(t, U1 S V0^*) V0, S(t0) = Ŝ1  →  S̃0 = S(t1).
+    3. L̇ = F(t, U1 L^*)^* U1, L(t0) = V0 S̃0^*; QR: L(t1) = V1 S1^*.
+    """
+    sub, F = get_substep(substep), _Counted(field, t0, h)
+    U0, S0, V0 = Y0.U, Y0.S, Y0.V
+    K1 = sub(k_flow(F, V0), t0, U0 @ S0, h)  # (m, r)
+    U1, S_hat1 = _orth_and_coeff(K1, ortho)
+    S_tilde0 = sub(s_flow(F, U1, V0, sign=-1.0), t0, S_hat1, h)  # (r, r)
+    L1 = sub(l_flow(F, U1), t0, V0 @ _H(S_tilde0), h)  # (n, r)
+    V1, S1h = _orth_and_coeff(L1, ortho)
+    return StepResult(LowRankMatrix(U1, _H(S1h), V1), F.n)
+
+
+def lsk_step(field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder") -> StepResult:
+    """The adjoint of :func:`ksl_step`: L → S (backward) → K ([LO14] Sec. 3.3)."""
+    sub, F = get_substep(substep), _Counted(field, t0, h)
+    U0, S0, V0 = Y0.U, Y0.S, Y0.V
+    L1 = sub(l_flow(F, U0), t0, V0 @ _H(S0), h)  # (n, r)
+    V1, S_hat1h = _orth_and_coeff(L1, ortho)
+    S_tilde0 = sub(s_flow(F, U0, V1, sign=-1.0), t0, _H(S_hat1h), h)  # (r, r)
+    K1 = sub(k_flow(F, V1), t0, U0 @ S_tilde0, h)  # (m, r)
+    U1, S1 = _orth_and_coeff(K1, ortho)
+    return StepResult(LowRankMatrix(U1, S1, V1), F.n)
+
+
+def strang_step(field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder") -> StepResult:
+    """Strang splitting KSLSK = LSK_{h/2} ∘ KSL_{h/2}, symmetric and of order 2 ([LO14] Sec. 3.3)."""
+    a = ksl_step(field, t0, Y0, h / 2, substep, ortho)
+    b = lsk_step(field, t0 + h / 2, a.Y, h / 2, substep, ortho)
+    return StepResult(b.Y, a.evaluations + b.evaluations)
+
+
+# --------------------------------------------------------------------------- #
+# Unconventional BUG integrators [CL22], [CKL22], [CKL24]
+# --------------------------------------------------------------------------- #
+def bug_step(field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder") -> StepResult:
+    """Fixed-rank unconventional "basis update & Galerkin" step ([CL22] Sec. 3).
+
+    K- and L-steps from Y0; U1 = orth(K1), V1 = orth(L1); M = U1^* U0,
+    N = V1^* V0; Galerkin S-step Ṡ = U1^* F(t, U1 S V1^*) V1 from M S0 N^*.
+    """
+    sub, F = get_substep(substep), _Counted(field, t0, h)
+    U0, S0, V0 = Y0.U, Y0.S, Y0.V
+    F0 = F(t0, Y0)
+    K1 = sub(k_flow(F, V0, F0), t0, U0 @ S0, h)  # (m, r)
+    L1 = sub(l_flow(F, U0, F0), t0, V0 @ _H(S0), h)  # (n, r)
+    U1, V1 = orthonormalise(K1, ortho), orthonormalise(L1, ortho)
+    M, N = _H(U1) @ U0, _H(V1) @ V0  # (r, r) each
+    S1 = sub(s_flow(F, U1, V1), t0, M @ S0 @ _H(N), h)  # (r, r)
+    return StepResult(LowRankMatrix(U1, S1, V1), F.n)
+
+
+def ra_bug_step(
+    field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder",
+    theta=None, tau=None, rank=None, r_min=1, r_max=None,
+) -> StepResult:
+    """Rank-adaptive BUG step ([CKL22] Alg. 1).
+
+    1. K- and L-steps from Y0 (as in :func:`bug_step`).
+    2. Û = orth([K1 | U0]), V̂ = orth([L1 | V0]); M̂ = Û^* U0, N̂ = V̂^* V0.
+    3. Galerkin S-step on the (≤2r)×(≤2r) core from S̃0 = M̂ S0 N̂^*.
+       Since Û S̃0 V̂^* = Y0, its field at t0 is the one already computed.
+    4. Truncate Ŝ1 by SVD at ϑ (``theta``), ϑ = τ‖σ‖ (``tau``) or to ``rank``,
+       within [r_min, r_max].
+    """
+    sub, F = get_substep(substep), _Counted(field, t0, h)
+    U0, S0, V0 = Y0.U, Y0.S, Y0.V
+    F0 = F(t0, Y0)
+    K1 = sub(k_flow(F, V0, F0), t0, U0 @ S0, h)  # (m, r)
+    L1 = sub(l_flow(F, U0, F0), t0, V0 @ _H(S0), h)  # (n, r)
+    U_hat, M_hat = augment(K1, U0, ortho)  # (m, k̂), (k̂, r)
+    V_hat, N_hat = augment(L1, V0, ortho)  # (n, l̂), (l̂, r)
+    S_tilde0 = M_hat @ S0 @ _H(N_hat)  # (k̂, r)(r, r)(r, l̂) -> (k̂, l̂)
+    S_hat1 = sub(s_flow(F, U_hat, V_hat, F0), t0, S_tilde0, h)
+    Y1, tr = truncate_core(U_hat, S_hat1, V_hat, theta=theta, tau=tau, rank=rank, r_min=r_min, r_max=r_max)
+    return StepResult(Y1, F.n, tr)
+
+
+def parallel_bug_step(
+    field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder",
+    theta=None, tau=None, rank=None, r_min=1, r_max=None,
+) -> StepResult:
+    """Parallel rank-adaptive BUG step ([CKL24] Alg. 1): K, L and S from one point.
+
+    K̇ = F(t, K V0^*) V0, L̇ = F(t, U0 L^*)^* U0, Ṡ = U0^* F(t, U0 S V0^*) V0, all
+    from Y0. Ũ1 spans the part of K1 orthogonal to U0, Ṽ1 likewise; the core
+    in the bases Û = [U0, Ũ1], V̂ = [V0, Ṽ1] is
+
+    .. math:: \\hat S_1 = \\begin{pmatrix} \\bar S_1 & L_1^* \\tilde V_1 \\\\
+              \\tilde U_1^* K_1 & 0 \\end{pmatrix},
+
+    then truncated as in :func:`ra_bug_step`.
+    """
+    sub, F = get_substep(substep), _Counted(field, t0, h)
+    U0, S0, V0 = Y0.U, Y0.S, Y0.V
+    xp = array_module(U0)
+    r = U0.shape[1]
+    F0 = F(t0, Y0)
+    K1 = sub(k_flow(F, V0, F0), t0, U0 @ S0, h)  # (m, r)
+    L1 = sub(l_flow(F, U0, F0), t0, V0 @ _H(S0), h)  # (n, r)
+    S_bar1 = sub(s_flow(F, U0, V0, F0), t0, S0, h)  # (r, r)
+    # orth([U0 | K1]) keeps span U0 in its first r columns; the rest is ⊥ U0
+    U_tilde = orthonormalise(xp.concatenate([U0, K1], axis=1), ortho)[:, r:]  # (m, k)
+    V_tilde = orthonormalise(xp.concatenate([V0, L1], axis=1), ortho)[:, r:]  # (n, l)
+    top = xp.concatenate([S_bar1, _H(L1) @ V_tilde], axis=1)  # (r, r + l)
+    bottom = xp.concatenate(
+        [_H(U_tilde) @ K1, xp.zeros((U_tilde.shape[1], V_tilde.shape[1]), dtype=S_bar1.dtype)], axis=1
+    )  # (k, r + l)
+    S_hat1 = xp.concatenate([top, bottom], axis=0)
+    U_hat = xp.concatenate([U0, U_tilde], axis=1)
+    V_hat = xp.concatenate([V0, V_tilde], axis=1)
+    Y1, tr = truncate_core(U_hat, S_hat1, V_hat, theta=theta, tau=tau, rank=rank, r_min=r_min, r_max=r_max)
+    return StepResult(Y1, F.n, tr)
+
+
+# --------------------------------------------------------------------------- #
+# Negative control [KL07]
+# --------------------------------------------------------------------------- #
+def naive_step(field, t0, Y0: LowRankMatrix, h, substep=None, ortho="householder") -> StepResult:
+    """Explicit Euler on the Koch–Lubich factor ODEs ([KL07] Prop. 2.1) — the negative control.
+
+    .. math:: \\dot U = (I - UU^*) F V S^{-1},\\quad \\dot V = (I - VV^*) F^* U S^{-*},
+              \\quad \\dot S = U^* F V.
+
+    The S^{-1} makes it blow up when σ_r(Y) is small. After the Euler step the
+    factors are re-orthonormalised (U1 = Q_U R_U, V1 = Q_V R_V, S1 ← R_U S1 R_V^*),
+    which leaves the matrix U1 S1 V1^* unchanged. ``substep`` is ignored.
+    """
+    xp = array_module(Y0.U)
+    F = _Counted(field, t0, h)
+    U0, S0, V0 = Y0.U, Y0.S, Y0.V
+    F0 = F(t0, Y0)
+    FV, FhU = F0 @ V0, F0.H @ U0  # (m, r), (n, r)
+    # X S0^{-1} = (S0^{-*} X^*)^*, by a solve rather than an inverse
+    dU = _H(xp.linalg.solve(_H(S0), _H(FV - U0 @ (_H(U0) @ FV))))  # (m, r)
+    dV = _H(xp.linalg.solve(S0, _H(FhU - V0 @ (_H(V0) @ FhU))))  # (n, r)
+    U1, RU = _orth_and_coeff(U0 + h * dU, ortho)
+    V1, RV = _orth_and_coeff(V0 + h * dV, ortho)
+    S1 = RU @ (S0 + h * (_H(U0) @ FV)) @ _H(RV)
+    return StepResult(LowRankMatrix(U1, S1, V1), F.n)
+
+
+INTEGRATORS = {
+    "ksl": ksl_step, "lsk": lsk_step, "strang": strang_step, "bug": bug_step,
+    "ra-bug": ra_bug_step, "parallel": parallel_bug_step, "naive": naive_step,
+}
+ADAPTIVE = {"ra-bug", "parallel"}
+
+
+@dataclass
+class Solution:
+    """Output of :func:`integrate`: final Y and per-step history."""
+
+    Y: LowRankMatrix
+    t: list = dc_field(default_factory=list)
+    ranks: list = dc_field(default_factory=list)
+    discarded: list = dc_field(default_factory=list)  # Σ discarded σ² per step
+    evaluations: int = 0
+
+
+def integrate(field, Y0: LowRankMatrix, t0: float, T: float, n_steps: int, method: str = "bug",
+              substep="euler", callback=None, **options) -> Solution:
+    """Take ``n_steps`` equal steps of ``method`` from t0 to T.
+
+    ``options`` go to the step function (``ortho``; and ``theta``/``tau``/``rank``/
+    ``r_min``/``r_max`` for the adaptive methods). ``callback(t, Y, result)``
+    is called after every step.
+    """
+    if method not in INTEGRATORS:
+        raise ValueError(f"unknown integrator {method!r}; expected one of {sorted(INTEGRATORS)}")
+    if n_steps < 1:
+        raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+    if method not in ADAPTIVE and any(k in options for k in ("theta", "tau", "rank", "r_min", "r_max")):
+        raise ValueError(f"integrator {method!r} has fixed rank; truncation options are for {sorted(ADAPTIVE)}")
+    if method in ADAPTIVE and all(options.get(k) is None for k in ("theta", "tau", "rank")):
+        options = dict(options, rank=Y0.rank)  # no tolerance given: keep the rank fixed
+    step = INTEGRATORS[method]
+    h = (T - t0) / n_steps
+    sol = Solution(Y0, [t0], [Y0.rank], [0.0])
+    Y = Y0
+    for k in range(n_steps):
+        t = t0 + k * h
+        res = step(field, t, Y, h, substep=substep, **options)
+        Y = res.Y
+        sol.t.append(t0 + (k + 1) * h)
+        sol.ranks.append(Y.rank)
+        sol.discarded.append(res.truncation.tail ** 2 if res.truncation is not None else 0.0)
+        sol.evaluations += res.evaluations
+        if callback is not None:
+            callback(sol.t[-1], Y, res)
+    sol.Y = Y
+    return sol
