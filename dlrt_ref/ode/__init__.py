@@ -1,0 +1,1 @@
+"""Matrix ODE problems with exact or reference solutions, for validating the integrators."""
