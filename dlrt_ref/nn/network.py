@@ -1,0 +1,137 @@
+"""A sequential network and the builders of the thesis/paper architectures.
+
+``Sequential.forward`` runs the layers in order, ``Sequential.backward`` runs
+their backwards in reverse; nothing else is hidden. The training code reads
+
+* ``net.lowrank_layers()``: the layers with factors ``U, S, V`` and a lazy
+  gradient ``grad_op`` (LowRankLinear, LowRankConv2d), integrated by DLRT;
+* ``net.dense_params()``: ``(layer, name)`` pairs for every ordinary parameter
+  ``layer.params[name]`` with gradient ``layer.grads[name]`` (dense weights,
+  and the biases of all layers including low-rank ones), trained by plain SGD.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dlrt_ref.nn.conv import Conv2d, LowRankConv2d, MaxPool2d
+from dlrt_ref.nn.layers import Dense, Flatten, ReLU, Tanh
+from dlrt_ref.nn.lowrank import LowRankLinear
+
+__all__ = ["Sequential", "mlp", "lenet5", "activation_layer"]
+
+
+class Sequential:
+    """Layers applied in order.
+
+    Parameters
+    ----------
+    layers : list of layers (objects with ``forward``, ``backward``, ``params``, ``grads``, ``lowrank``)
+    """
+
+    def __init__(self, layers):
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dy):
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    def lowrank_layers(self):
+        """List of the low-rank layers (``layer.lowrank`` is True), in forward order."""
+        return [layer for layer in self.layers if getattr(layer, "lowrank", False)]
+
+    def dense_params(self):
+        """Iterator of ``(layer, name)`` over every ``layer.params[name]`` (gradient in ``layer.grads[name]``)."""
+        for layer in self.layers:
+            for name in layer.params:
+                yield layer, name
+
+    def num_params(self) -> int:
+        """Trainable numbers: dense params, plus r(n_out+n_in)+r² per low-rank layer."""
+        return int(sum(layer.num_params() for layer in self.layers if hasattr(layer, "num_params")))
+
+    def __repr__(self):
+        return "Sequential([\n" + "".join(f"  {layer!r},\n" for layer in self.layers) + "])"
+
+
+def activation_layer(name):
+    """``"relu"`` -> ReLU(), ``"tanh"`` -> Tanh()."""
+    if name == "relu":
+        return ReLU()
+    if name == "tanh":
+        return Tanh()
+    raise ValueError(f"unknown activation {name!r}; expected 'relu' or 'tanh'")
+
+
+def _ranks(ranks, n, builder):
+    if ranks is None:
+        return [None] * n
+    ranks = list(ranks)
+    if len(ranks) != n:
+        raise ValueError(f"{builder}: ranks needs one entry per weight layer ({n}), got {len(ranks)}: {ranks}")
+    return ranks
+
+
+def _linear(n_in, n_out, rank, *, init_activation, decay, backend, dtype, rng):
+    if rank is None:
+        return Dense(n_in, n_out, activation=init_activation, backend=backend, dtype=dtype, seed=rng)
+    return LowRankLinear(n_in, n_out, rank, activation=init_activation, decay=decay, backend=backend, dtype=dtype, seed=rng)
+
+
+def mlp(widths, ranks=None, activation="relu", backend="numpy", dtype=np.float32, seed=0, decay=None):
+    """Fully connected network ``widths[0] -> ... -> widths[-1]``, activation between layers (none after the last).
+
+    Parameters
+    ----------
+    widths : list of int, e.g. ``[784, 500, 500, 10]``
+    ranks : list with one entry per linear layer, an int (LowRankLinear of that
+        rank) or None (Dense); default all dense. E.g. ``ranks=[20, 20, None]``.
+    activation : {"relu", "tanh"}; also selects the init (He / Glorot). The last
+        layer is initialised for a linear output.
+    backend, dtype, seed : layers draw their init, in order, from one ``default_rng(seed)``.
+    decay : float, optional, passed to every low-rank layer (see :mod:`dlrt_ref.nn.init`).
+    """
+    widths = [int(w) for w in widths]
+    if len(widths) < 2:
+        raise ValueError(f"mlp: widths needs at least an input and an output width, got {widths}")
+    n = len(widths) - 1
+    ranks = _ranks(ranks, n, "mlp")
+    rng = np.random.default_rng(seed)
+    layers = []
+    for i, (n_in, n_out, r) in enumerate(zip(widths[:-1], widths[1:], ranks)):
+        last = i == n - 1
+        layers.append(_linear(n_in, n_out, r, init_activation="linear" if last else activation, decay=decay,
+                              backend=backend, dtype=dtype, rng=rng))
+        if not last:
+            layers.append(activation_layer(activation))
+    return Sequential(layers)
+
+
+def lenet5(ranks=None, activation="relu", backend="numpy", dtype=np.float32, seed=0, decay=None):
+    """LeNet5 of the thesis/paper, input (B, 1, 28, 28), 10 logits.
+
+    conv 1→20 5×5, maxpool 2, act, conv 20→50 5×5, maxpool 2, act, flatten (800),
+    linear 800→500, act, linear 500→10. ``ranks``: 4 entries (conv1, conv2, fc1,
+    fc2), None = dense; rank caps are min(20, 25), min(50, 500), min(500, 800), 10.
+    """
+    r = _ranks(ranks, 4, "lenet5")
+    rng = np.random.default_rng(seed)
+    kw = dict(backend=backend, dtype=dtype)
+
+    def conv(c_in, c_out, rank):
+        if rank is None:
+            return Conv2d(c_in, c_out, 5, activation=activation, seed=rng, **kw)
+        return LowRankConv2d(c_in, c_out, 5, rank, activation=activation, decay=decay, seed=rng, **kw)
+
+    return Sequential([
+        conv(1, 20, r[0]), MaxPool2d(2), activation_layer(activation),  # (B,20,24,24) -> (B,20,12,12)
+        conv(20, 50, r[1]), MaxPool2d(2), activation_layer(activation),  # (B,50,8,8) -> (B,50,4,4)
+        Flatten(),  # (B, 800)
+        _linear(800, 500, r[2], init_activation=activation, decay=decay, rng=rng, **kw), activation_layer(activation),
+        _linear(500, 10, r[3], init_activation="linear", decay=decay, rng=rng, **kw),
+    ])
