@@ -365,15 +365,16 @@ def network_objective(net, loss, x, labels, coordinates) -> Objective:
     return Objective(value, value_and_grad, list(coordinates))
 
 
-def _all_checks(obj, seed, rtol, n_entries, taylor, h):
+def _all_checks(obj, seed, rtol, n_entries, taylor, h, taylor_h0, h_entry):
     out = {"directional": directional_check(obj, seed=seed, h=h, rtol=rtol),
-           "entries": entry_check(obj, n_entries=n_entries, seed=seed + 1, h=h, rtol=rtol)}
+           "entries": entry_check(obj, n_entries=n_entries, seed=seed + 1, h=h_entry, rtol=rtol)}
     if taylor:
-        out["taylor"] = taylor_test(obj, seed=seed + 2)
+        out["taylor"] = taylor_test(obj, seed=seed + 2, h0=taylor_h0)
     return out
 
 
-def check_layer(layer, x, factors=("K", "L", "S"), seed=0, rtol=1e-7, n_entries=2, taylor=True, h=1e-4):
+def check_layer(layer, x, factors=("K", "L", "S"), seed=0, rtol=1e-7, n_entries=2, taylor=True, h=1e-4, taylor_h0=1e-2,
+                h_entry=1e-4):
     """Run directional, entry, Taylor (unless ``taylor=False``) and adjoint checks on one layer.
 
     Dense layers are checked in their params and input; low-rank layers once per
@@ -386,19 +387,24 @@ def check_layer(layer, x, factors=("K", "L", "S"), seed=0, rtol=1e-7, n_entries=
         for f in factors:
             with factor_coordinates(layer, f) as fc:
                 obj = layer_objective(layer, x, param_coordinates(layer) + fc, seed)
-                results[f] = _all_checks(obj, seed, rtol, n_entries, taylor, h)
+                results[f] = _all_checks(obj, seed, rtol, n_entries, taylor, h, taylor_h0, h_entry)
     else:
         obj = layer_objective(layer, x, param_coordinates(layer), seed)
-        results["params"] = _all_checks(obj, seed, rtol, n_entries, taylor, h)
+        results["params"] = _all_checks(obj, seed, rtol, n_entries, taylor, h, taylor_h0, h_entry)
     results["adjoint"] = adjoint_test(layer, x, seed, rtol=rtol)
     return results
 
 
-def check_network(net, loss, x, labels, factors=("K", "L", "S"), seed=0, rtol=1e-6, n_entries=2, taylor=True, h=1e-4):
+def check_network(net, loss, x, labels, factors=("K", "L", "S"), seed=0, rtol=1e-6, n_entries=2, taylor=True, h=1e-4,
+                  taylor_h0=1e-2, h_entry=1e-4):
     """Directional, entry and Taylor checks of a whole network, once per factor coordinate.
 
     Every low-rank layer is put in the same factor coordinates at once; all
-    ordinary params (dense weights, biases) are coordinates too.
+    ordinary params (dense weights, biases) are coordinates too. For networks
+    with max pooling (not smooth: the arg-max switches under perturbations of
+    relative size ~1e-4 somewhere among thousands of windows) use small steps,
+    e.g. ``h=1e-6, taylor_h0=1e-5`` (``h_entry``, the step of the single-entry
+    checks, may stay larger: one entry moves the pooled values far less).
     """
     results = {}
     dense = [c for layer in net.layers for c in param_coordinates(layer)]
@@ -407,5 +413,5 @@ def check_network(net, loss, x, labels, factors=("K", "L", "S"), seed=0, rtol=1e
         with contextlib.ExitStack() as stack:
             fc = [c for layer in lowrank for c in stack.enter_context(factor_coordinates(layer, f))]
             obj = network_objective(net, loss, x, labels, dense + fc)
-            results[f] = _all_checks(obj, seed, rtol, n_entries, taylor, h)
+            results[f] = _all_checks(obj, seed, rtol, n_entries, taylor, h, taylor_h0, h_entry)
     return results
