@@ -1,0 +1,112 @@
+"""Whole networks: gradient checks of MLP and LeNet5 (tanh, float64), builders, init scale, decay."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dlrt_ref import gradcheck as gc
+from dlrt_ref.nn import Dense, LowRankConv2d, LowRankLinear, SoftmaxCrossEntropy, lenet5, mlp
+from dlrt_ref.nn.init import lowrank_factors
+
+F64 = np.float64
+seeds = st.integers(0, 2**31 - 1)
+
+
+@st.composite
+def mlp_structure(draw):
+    widths = draw(st.lists(st.integers(2, 7), min_size=2, max_size=5))
+    ranks = [draw(st.one_of(st.none(), st.integers(1, min(a, b)))) for a, b in zip(widths[:-1], widths[1:])]
+    return widths, ranks, draw(st.integers(1, 5)), draw(seeds)
+
+
+@given(mlp_structure())
+def test_mlp_gradients_tanh(structure):
+    widths, ranks, B, seed = structure
+    rng = np.random.default_rng(seed)
+    net = mlp(widths, ranks, activation="tanh", dtype=F64, seed=seed)
+    for layer, name in net.dense_params():  # nonzero biases so that their gradients are exercised
+        if name == "b":
+            layer.params["b"] = 0.1 * rng.standard_normal(layer.params["b"].shape)
+    x, labels = rng.standard_normal((B, widths[0])), rng.integers(0, widths[-1], B)
+    res = gc.check_network(net, SoftmaxCrossEntropy(), x, labels, seed=seed % 1000, rtol=1e-6)
+    assert all(r["taylor"].slope >= 1.8 for r in res.values())
+
+
+@settings(max_examples=4)
+@given(st.lists(st.one_of(st.none(), st.integers(1, 10)), min_size=4, max_size=4), st.integers(1, 2), seeds)
+def test_lenet5_gradients_tanh(ranks, B, seed):
+    rng = np.random.default_rng(seed)
+    net = lenet5(ranks, activation="tanh", dtype=F64, seed=seed)
+    x, labels = rng.random((B, 1, 28, 28)), rng.integers(0, 10, B)
+    # max pooling is not smooth: a random direction moves thousands of pooled windows at once,
+    # so directional and Taylor checks use small steps (see check_network)
+    gc.check_network(net, SoftmaxCrossEntropy(), x, labels, seed=seed % 1000, rtol=1e-6,
+                     h=1e-6, taylor_h0=1e-5, h_entry=1e-5)
+
+
+def test_builders_structure():
+    net = lenet5([10, 20, 30, None])
+    kinds = [type(layer).__name__ for layer in net.layers]
+    assert kinds == ["LowRankConv2d", "MaxPool2d", "ReLU", "LowRankConv2d", "MaxPool2d", "ReLU", "Flatten",
+                     "LowRankLinear", "ReLU", "Dense"]
+    assert [layer.rank for layer in net.lowrank_layers()] == [10, 20, 30]
+    assert net.forward(np.zeros((3, 1, 28, 28), np.float32)).shape == (3, 10)
+    assert len(list(net.dense_params())) == 3 + 2  # biases of 3 low-rank layers, W and b of the dense one
+    n = mlp([784, 500, 500, 10], ranks=[20, 20, None])
+    assert n.num_params() == 20 * (784 + 500) + 400 + 500 + 20 * 1000 + 400 + 500 + 5010
+    assert all(isinstance(layer, Dense) for layer in mlp([4, 3, 2]).layers[::2])
+    with pytest.raises(ValueError, match="one entry per weight layer"):
+        mlp([4, 3, 2], ranks=[1])
+    with pytest.raises(ValueError, match="one entry per weight layer"):
+        lenet5([1, 2, 3])
+    with pytest.raises(ValueError, match="activation"):
+        mlp([4, 3, 2], activation="sigmoid")
+
+
+def test_seeded_init_is_reproducible():
+    a, b = mlp([6, 5, 4], [2, None], seed=7), mlp([6, 5, 4], [2, None], seed=7)
+    np.testing.assert_array_equal(a.layers[0].U, b.layers[0].U)
+    np.testing.assert_array_equal(a.layers[2].params["W"], b.layers[2].params["W"])
+    assert not np.array_equal(a.layers[0].U, mlp([6, 5, 4], [2, None], seed=8).layers[0].U)
+
+
+def test_lowrank_init_factors():
+    U, S, V = lowrank_factors(50, 40, 8, seed=0, activation="relu")
+    np.testing.assert_allclose(U.T @ U, np.eye(8), atol=1e-13)
+    np.testing.assert_allclose(V.T @ V, np.eye(8), atol=1e-13)
+    s = np.diag(S)
+    assert np.all(s > 0) and np.all(np.diff(s) < 0) and np.count_nonzero(S - np.diag(s)) == 0
+    assert np.isclose(np.sum(s**2), 50 * 40 * 2 / 40)  # ||USV^T||_F^2 = E||W_He||_F^2 = 2 n_out
+    st_ = np.diag(lowrank_factors(50, 40, 8, activation="tanh")[1])
+    assert np.isclose(np.sum(st_**2), 50 * 40 * 2 / 90)  # Glorot
+
+
+def test_decay_option():
+    s = np.diag(lowrank_factors(30, 20, 6, seed=1)[1])
+    sd = np.diag(lowrank_factors(30, 20, 6, seed=1, decay=3.0)[1])
+    np.testing.assert_allclose(sd, s * 3.0 ** -np.arange(6))  # s_k * d^{-k}, k = 0..r-1
+    layer = LowRankLinear(20, 30, 6, decay=3.0, dtype=F64, seed=1)
+    np.testing.assert_allclose(np.diag(layer.S), sd)
+    conv = LowRankConv2d(2, 4, 3, 4, decay=2.0, dtype=F64)
+    np.testing.assert_allclose(np.diag(conv.S)[1:] / np.diag(conv.S)[:-1],
+                               0.5 * (1 - np.arange(1, 4) / 8) / (1 - np.arange(3) / 8))
+    with pytest.raises(ValueError, match="decay"):
+        lowrank_factors(4, 4, 2, decay=0.0)
+
+
+@pytest.mark.parametrize("ranks", [[20, 20, 20, 20, 10], [20, 20, 20, 20, None], [None] * 5])
+def test_init_scale_of_deep_relu_net(ranks):
+    """784-500-500-500-500-10 ReLU: activations neither vanish nor explode at init (He-like scaling)."""
+    net = mlp([784, 500, 500, 500, 500, 10], ranks, seed=0)
+    x = np.random.default_rng(0).random((64, 784)).astype(np.float32)  # MNIST-like: values in [0, 1]
+    rms_in = float(np.sqrt(np.mean(x**2)))
+    for layer in net.layers:
+        x = layer.forward(x)
+        rms = float(np.sqrt(np.mean(x**2)))
+        assert 0.2 * rms_in < rms < 5 * rms_in, (layer, rms)
+    # the thesis's unit-scale init (S = I) would shrink the signal by ~sqrt(r / (2 n_in)) per layer:
+    unit = mlp([784, 500, 500, 500, 500, 10], [20, 20, 20, 20, 10], seed=0)
+    x = np.random.default_rng(0).random((64, 784)).astype(np.float32)
+    for layer in unit.lowrank_layers():
+        layer.set_factors(layer.U, np.eye(layer.rank, dtype=np.float32), layer.V)
+    assert float(np.sqrt(np.mean(unit.forward(x) ** 2))) < 1e-2 * rms_in
