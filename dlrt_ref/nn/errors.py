@@ -37,7 +37,8 @@ def check_backend(owner, a, what: str, backend_name: str) -> None:
 
 
 def _fmt(pattern) -> str:
-    return "(" + ", ".join("B" if p is None else str(p) for p in pattern) + ")"
+    items = ["B" if p is None else str(p) for p in pattern]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def check_shape(owner, a, what: str, pattern: tuple) -> None:
