@@ -9,9 +9,15 @@ necessarily orthonormal) and F is an array or an operator of
 (a trajectory A(t) given through A(t1) − A(t0)). The sub-flows are solved by a
 pluggable sub-step (:mod:`dlrt_ref.substeps`).
 
-The same building blocks (:func:`k_flow`, :func:`l_flow`, :func:`s_flow`,
-:func:`augment`, :func:`truncate_core`) are what the DLRT optimiser uses with a
-network's gradient as F and an optimiser as the sub-step.
+Each integrator is written once, as a generator of *stages*
+(``*_stages(t0, Y0, h, substep, ...)``): whenever it needs the field it yields
+a request ``(t, Y, name)`` and receives F. :func:`run_stages` serves the
+requests from a field function (matrix ODEs); the DLRT optimiser
+(:mod:`dlrt_ref.train.dlrt`) runs one generator per low-rank layer in lockstep
+and serves each round of requests with one forward/backward pass of the
+network, with an optimiser as the sub-step. The number of requests is the
+number of field evaluations ("passes") per step: ra-bug and parallel 1 (with
+Euler-type sub-steps), bug 2, ksl/lsk 3.
 
 References
 ----------
@@ -38,8 +44,10 @@ from dlrt_ref.substeps import SubFlow, euler, get_substep
 
 __all__ = [
     "StepResult", "Increments", "k_flow", "l_flow", "s_flow", "augment", "truncate_core",
+    "ksl_stages", "lsk_stages", "strang_stages", "bug_stages", "ra_bug_stages", "parallel_bug_stages",
+    "naive_stages", "STAGES", "run_stages",
     "ksl_step", "lsk_step", "strang_step", "bug_step", "ra_bug_step", "parallel_bug_step",
-    "naive_step", "INTEGRATORS", "integrate", "Solution",
+    "naive_step", "INTEGRATORS", "ADAPTIVE", "integrate", "Solution",
 ]
 
 
@@ -54,10 +62,17 @@ def _eye(Y_like, r):
 
 @dataclass
 class StepResult:
-    """One step's outcome: the new Y, the number of field evaluations, the truncation (if any)."""
+    """One step's outcome.
+
+    Attributes
+    ----------
+    Y : LowRankMatrix — the new approximation.
+    evaluations : int — field evaluations used (filled in by the driver).
+    truncation : Truncation or None — for the rank-adaptive methods.
+    """
 
     Y: LowRankMatrix
-    evaluations: int
+    evaluations: int = 0
     truncation: Optional[Truncation] = None
 
 
@@ -77,52 +92,45 @@ class Increments:
         return lambda t, Y: dA
 
 
-class _Counted:
-    """Wraps a field to count its evaluations (one evaluation = one 'pass' in training)."""
-
-    def __init__(self, field, t0, h):
-        self.f = field.on_step(t0, h) if hasattr(field, "on_step") else field
-        self.linear = self.f if hasattr(self.f, "k_coefficients") else None
-        self.n = 0
-
-    def __call__(self, t, Y):
-        self.n += 1
-        return as_operator(self.f(t, Y))
-
-
 # --------------------------------------------------------------------------- #
 # Sub-flows and shared building blocks
 # --------------------------------------------------------------------------- #
-def k_flow(F, V0, F0=None, sign=1.0) -> SubFlow:
-    """K-step ODE K̇ = F(t, K V0^*) V0 ([LO14] eq. (3.4); [CL22] Sec. 3). F0: field at Y0."""
+def k_flow(V0, F0=None, lin=None, sign=1.0) -> SubFlow:
+    """K-step ODE K̇ = F(t, K V0^*) V0 ([LO14] eq. (3.4); [CL22] Sec. 3). F0: field at Y0 = K0 V0^*."""
     I = _eye(V0, V0.shape[1])
-    lin = getattr(F, "linear", None)
     return SubFlow(
-        rhs=lambda t, K: sign * (F(t, LowRankMatrix(K, I, V0)) @ V0),  # (m, n) @ (n, r)
+        "K",
+        point=lambda K: LowRankMatrix(K, I, V0),  # K V0^*
+        project=lambda F: sign * (F @ V0),  # (m, n) @ (n, r) -> (m, r)
+        frame=(V0,),
         linear=tuple(sign * c for c in lin.k_coefficients(V0)) if lin is not None else None,
         rhs0=None if F0 is None else sign * (F0 @ V0),
     )
 
 
-def l_flow(F, U0, F0=None, sign=1.0) -> SubFlow:
-    """L-step ODE L̇ = F(t, U0 L^*)^* U0 ([LO14] eq. (3.6); [CL22] Sec. 3). F0: field at Y0."""
+def l_flow(U0, F0=None, lin=None, sign=1.0) -> SubFlow:
+    """L-step ODE L̇ = F(t, U0 L^*)^* U0 ([LO14] eq. (3.6); [CL22] Sec. 3). F0: field at Y0 = U0 L0^*."""
     I = _eye(U0, U0.shape[1])
-    lin = getattr(F, "linear", None)
     return SubFlow(
-        rhs=lambda t, L: sign * (F(t, LowRankMatrix(U0, I, L)).H @ U0),  # (n, m) @ (m, r)
+        "L",
+        point=lambda L: LowRankMatrix(U0, I, L),  # U0 L^*
+        project=lambda F: sign * (F.H @ U0),  # (n, m) @ (m, r) -> (n, r)
+        frame=(U0,),
         linear=tuple(sign * c for c in lin.l_coefficients(U0)) if lin is not None else None,
         rhs0=None if F0 is None else sign * (F0.H @ U0),
     )
 
 
-def s_flow(F, U, V, F0=None, sign=1.0) -> SubFlow:
+def s_flow(U, V, F0=None, lin=None, sign=1.0) -> SubFlow:
     """S-step ODE Ṡ = ±U^* F(t, U S V^*) V (Galerkin, [CL22]; backward for KSL, [LO14]).
 
     F0, if given, must be the field at U S(t0) V^* (e.g. at Y0 when Û S̃0 V̂^* = Y0).
     """
-    lin = getattr(F, "linear", None)
     return SubFlow(
-        rhs=lambda t, S: sign * F(t, LowRankMatrix(U, S, V)).core(U, V),  # (r, m)(m, n)(n, r)
+        "S",
+        point=lambda S: LowRankMatrix(U, S, V),
+        project=lambda F: sign * F.core(U, V),  # (r, m)(m, n)(n, r) -> (r, r)
+        frame=(U, V),
         linear=tuple(sign * c for c in lin.s_coefficients(U, V)) if lin is not None else None,
         rhs0=None if F0 is None else sign * F0.core(U, V),
     )
@@ -155,92 +163,85 @@ def _orth_and_coeff(K, ortho):
 # --------------------------------------------------------------------------- #
 # Projector splitting [LO14]
 # --------------------------------------------------------------------------- #
-def ksl_step(field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder") -> StepResult:
+def ksl_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None):
     """Lie projector-splitting step K → S (backward) → L ([LO14] Sec. 3.2).
 
     1. K̇ = F(t, K V0^*) V0, K(t0) = U0 S0; QR: K(t1) = U1 Ŝ1.
     2. Ṡ = −U1^* F(t, U1 S V0^*) V0, S(t0) = Ŝ1  →  S̃0 = S(t1).
     3. L̇ = F(t, U1 L^*)^* U1, L(t0) = V0 S̃0^*; QR: L(t1) = V1 S1^*.
+
+    Three field evaluations with Euler sub-steps (at Y0, U1 Ŝ1 V0^*, U1 S̃0 V0^*).
     """
-    sub, F = get_substep(substep), _Counted(field, t0, h)
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    K1 = sub(k_flow(F, V0), t0, U0 @ S0, h)  # (m, r)
+    K1 = yield from substep(k_flow(V0, lin=lin), t0, U0 @ S0, h)  # (m, r)
     U1, S_hat1 = _orth_and_coeff(K1, ortho)
-    S_tilde0 = sub(s_flow(F, U1, V0, sign=-1.0), t0, S_hat1, h)  # (r, r)
-    L1 = sub(l_flow(F, U1), t0, V0 @ _H(S_tilde0), h)  # (n, r)
+    S_tilde0 = yield from substep(s_flow(U1, V0, lin=lin, sign=-1.0), t0, S_hat1, h)  # (r, r)
+    L1 = yield from substep(l_flow(U1, lin=lin), t0, V0 @ _H(S_tilde0), h)  # (n, r)
     V1, S1h = _orth_and_coeff(L1, ortho)
-    return StepResult(LowRankMatrix(U1, _H(S1h), V1), F.n)
+    return StepResult(LowRankMatrix(U1, _H(S1h), V1))
 
 
-def lsk_step(field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder") -> StepResult:
-    """The adjoint of :func:`ksl_step`: L → S (backward) → K ([LO14] Sec. 3.3)."""
-    sub, F = get_substep(substep), _Counted(field, t0, h)
+def lsk_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None):
+    """The adjoint of :func:`ksl_stages`: L → S (backward) → K ([LO14] Sec. 3.3)."""
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    L1 = sub(l_flow(F, U0), t0, V0 @ _H(S0), h)  # (n, r)
+    L1 = yield from substep(l_flow(U0, lin=lin), t0, V0 @ _H(S0), h)  # (n, r)
     V1, S_hat1h = _orth_and_coeff(L1, ortho)
-    S_tilde0 = sub(s_flow(F, U0, V1, sign=-1.0), t0, _H(S_hat1h), h)  # (r, r)
-    K1 = sub(k_flow(F, V1), t0, U0 @ S_tilde0, h)  # (m, r)
+    S_tilde0 = yield from substep(s_flow(U0, V1, lin=lin, sign=-1.0), t0, _H(S_hat1h), h)  # (r, r)
+    K1 = yield from substep(k_flow(V1, lin=lin), t0, U0 @ S_tilde0, h)  # (m, r)
     U1, S1 = _orth_and_coeff(K1, ortho)
-    return StepResult(LowRankMatrix(U1, S1, V1), F.n)
+    return StepResult(LowRankMatrix(U1, S1, V1))
 
 
-def strang_step(field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder") -> StepResult:
+def strang_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None):
     """Strang splitting KSLSK = LSK_{h/2} ∘ KSL_{h/2}, symmetric and of order 2 ([LO14] Sec. 3.3)."""
-    a = ksl_step(field, t0, Y0, h / 2, substep, ortho)
-    b = lsk_step(field, t0 + h / 2, a.Y, h / 2, substep, ortho)
-    return StepResult(b.Y, a.evaluations + b.evaluations)
+    a = yield from ksl_stages(t0, Y0, h / 2, substep, ortho, lin)
+    return (yield from lsk_stages(t0 + h / 2, a.Y, h / 2, substep, ortho, lin))
 
 
 # --------------------------------------------------------------------------- #
 # Unconventional BUG integrators [CL22], [CKL22], [CKL24]
 # --------------------------------------------------------------------------- #
-def bug_step(field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder") -> StepResult:
+def bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None):
     """Fixed-rank unconventional "basis update & Galerkin" step ([CL22] Sec. 3).
 
     K- and L-steps from Y0; U1 = orth(K1), V1 = orth(L1); M = U1^* U0,
     N = V1^* V0; Galerkin S-step Ṡ = U1^* F(t, U1 S V1^*) V1 from M S0 N^*.
+    Two field evaluations with Euler sub-steps (at Y0 and at U1 M S0 N^* V1^*).
     """
-    sub, F = get_substep(substep), _Counted(field, t0, h)
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    F0 = F(t0, Y0)
-    K1 = sub(k_flow(F, V0, F0), t0, U0 @ S0, h)  # (m, r)
-    L1 = sub(l_flow(F, U0, F0), t0, V0 @ _H(S0), h)  # (n, r)
+    F0 = yield (t0, Y0, "KL")
+    K1 = yield from substep(k_flow(V0, F0, lin), t0, U0 @ S0, h)  # (m, r)
+    L1 = yield from substep(l_flow(U0, F0, lin), t0, V0 @ _H(S0), h)  # (n, r)
     U1, V1 = orthonormalise(K1, ortho), orthonormalise(L1, ortho)
     M, N = _H(U1) @ U0, _H(V1) @ V0  # (r, r) each
-    S1 = sub(s_flow(F, U1, V1), t0, M @ S0 @ _H(N), h)  # (r, r)
-    return StepResult(LowRankMatrix(U1, S1, V1), F.n)
+    S1 = yield from substep(s_flow(U1, V1, lin=lin), t0, M @ S0 @ _H(N), h)  # (r, r)
+    return StepResult(LowRankMatrix(U1, S1, V1))
 
 
-def ra_bug_step(
-    field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder",
-    theta=None, tau=None, rank=None, r_min=1, r_max=None,
-) -> StepResult:
+def ra_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None, **rule):
     """Rank-adaptive BUG step ([CKL22] Alg. 1).
 
-    1. K- and L-steps from Y0 (as in :func:`bug_step`).
+    1. K- and L-steps from Y0 (as in :func:`bug_stages`).
     2. Û = orth([K1 | U0]), V̂ = orth([L1 | V0]); M̂ = Û^* U0, N̂ = V̂^* V0.
     3. Galerkin S-step on the (≤2r)×(≤2r) core from S̃0 = M̂ S0 N̂^*.
-       Since Û S̃0 V̂^* = Y0, its field at t0 is the one already computed.
-    4. Truncate Ŝ1 by SVD at ϑ (``theta``), ϑ = τ‖σ‖ (``tau``) or to ``rank``,
-       within [r_min, r_max].
+       Since Û S̃0 V̂^* = Y0, its field at t0 is the one already computed:
+       one field evaluation per step with Euler sub-steps.
+    4. Truncate Ŝ1 by SVD: ``rule`` is passed to :func:`~dlrt_ref.lowrank.truncate`
+       (``theta`` | ``tau`` | ``rank``, ``r_min``, ``r_max``, ``compat_2022``).
     """
-    sub, F = get_substep(substep), _Counted(field, t0, h)
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    F0 = F(t0, Y0)
-    K1 = sub(k_flow(F, V0, F0), t0, U0 @ S0, h)  # (m, r)
-    L1 = sub(l_flow(F, U0, F0), t0, V0 @ _H(S0), h)  # (n, r)
+    F0 = yield (t0, Y0, "KLS")
+    K1 = yield from substep(k_flow(V0, F0, lin), t0, U0 @ S0, h)  # (m, r)
+    L1 = yield from substep(l_flow(U0, F0, lin), t0, V0 @ _H(S0), h)  # (n, r)
     U_hat, M_hat = augment(K1, U0, ortho)  # (m, k̂), (k̂, r)
     V_hat, N_hat = augment(L1, V0, ortho)  # (n, l̂), (l̂, r)
     S_tilde0 = M_hat @ S0 @ _H(N_hat)  # (k̂, r)(r, r)(r, l̂) -> (k̂, l̂)
-    S_hat1 = sub(s_flow(F, U_hat, V_hat, F0), t0, S_tilde0, h)
-    Y1, tr = truncate_core(U_hat, S_hat1, V_hat, theta=theta, tau=tau, rank=rank, r_min=r_min, r_max=r_max)
-    return StepResult(Y1, F.n, tr)
+    S_hat1 = yield from substep(s_flow(U_hat, V_hat, F0, lin), t0, S_tilde0, h)
+    Y1, tr = truncate_core(U_hat, S_hat1, V_hat, **rule)
+    return StepResult(Y1, truncation=tr)
 
 
-def parallel_bug_step(
-    field, t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder",
-    theta=None, tau=None, rank=None, r_min=1, r_max=None,
-) -> StepResult:
+def parallel_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None, **rule):
     """Parallel rank-adaptive BUG step ([CKL24] Alg. 1): K, L and S from one point.
 
     K̇ = F(t, K V0^*) V0, L̇ = F(t, U0 L^*)^* U0, Ṡ = U0^* F(t, U0 S V0^*) V0, all
@@ -250,34 +251,32 @@ def parallel_bug_step(
     .. math:: \\hat S_1 = \\begin{pmatrix} \\bar S_1 & L_1^* \\tilde V_1 \\\\
               \\tilde U_1^* K_1 & 0 \\end{pmatrix},
 
-    then truncated as in :func:`ra_bug_step`.
+    then truncated as in :func:`ra_bug_stages`. One field evaluation with Euler.
     """
-    sub, F = get_substep(substep), _Counted(field, t0, h)
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
     xp = array_module(U0)
     r = U0.shape[1]
-    F0 = F(t0, Y0)
-    K1 = sub(k_flow(F, V0, F0), t0, U0 @ S0, h)  # (m, r)
-    L1 = sub(l_flow(F, U0, F0), t0, V0 @ _H(S0), h)  # (n, r)
-    S_bar1 = sub(s_flow(F, U0, V0, F0), t0, S0, h)  # (r, r)
+    F0 = yield (t0, Y0, "KLS")
+    K1 = yield from substep(k_flow(V0, F0, lin), t0, U0 @ S0, h)  # (m, r)
+    L1 = yield from substep(l_flow(U0, F0, lin), t0, V0 @ _H(S0), h)  # (n, r)
+    S_bar1 = yield from substep(s_flow(U0, V0, F0, lin), t0, S0, h)  # (r, r)
     # orth([U0 | K1]) keeps span U0 in its first r columns; the rest is ⊥ U0
     U_tilde = orthonormalise(xp.concatenate([U0, K1], axis=1), ortho)[:, r:]  # (m, k)
     V_tilde = orthonormalise(xp.concatenate([V0, L1], axis=1), ortho)[:, r:]  # (n, l)
     top = xp.concatenate([S_bar1, _H(L1) @ V_tilde], axis=1)  # (r, r + l)
-    bottom = xp.concatenate(
-        [_H(U_tilde) @ K1, xp.zeros((U_tilde.shape[1], V_tilde.shape[1]), dtype=S_bar1.dtype)], axis=1
-    )  # (k, r + l)
-    S_hat1 = xp.concatenate([top, bottom], axis=0)
+    zero = xp.zeros((U_tilde.shape[1], V_tilde.shape[1]), dtype=S_bar1.dtype)
+    bottom = xp.concatenate([_H(U_tilde) @ K1, zero], axis=1)  # (k, r + l)
+    S_hat1 = xp.concatenate([top, bottom], axis=0)  # (r + k, r + l)
     U_hat = xp.concatenate([U0, U_tilde], axis=1)
     V_hat = xp.concatenate([V0, V_tilde], axis=1)
-    Y1, tr = truncate_core(U_hat, S_hat1, V_hat, theta=theta, tau=tau, rank=rank, r_min=r_min, r_max=r_max)
-    return StepResult(Y1, F.n, tr)
+    Y1, tr = truncate_core(U_hat, S_hat1, V_hat, **rule)
+    return StepResult(Y1, truncation=tr)
 
 
 # --------------------------------------------------------------------------- #
 # Negative control [KL07]
 # --------------------------------------------------------------------------- #
-def naive_step(field, t0, Y0: LowRankMatrix, h, substep=None, ortho="householder") -> StepResult:
+def naive_stages(t0, Y0: LowRankMatrix, h, substep=None, ortho="householder", lin=None):
     """Explicit Euler on the Koch–Lubich factor ODEs ([KL07] Prop. 2.1) — the negative control.
 
     .. math:: \\dot U = (I - UU^*) F V S^{-1},\\quad \\dot V = (I - VV^*) F^* U S^{-*},
@@ -288,9 +287,8 @@ def naive_step(field, t0, Y0: LowRankMatrix, h, substep=None, ortho="householder
     which leaves the matrix U1 S1 V1^* unchanged. ``substep`` is ignored.
     """
     xp = array_module(Y0.U)
-    F = _Counted(field, t0, h)
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    F0 = F(t0, Y0)
+    F0 = yield (t0, Y0, "KLS")
     FV, FhU = F0 @ V0, F0.H @ U0  # (m, r), (n, r)
     # X S0^{-1} = (S0^{-*} X^*)^*, by a solve rather than an inverse
     dU = _H(xp.linalg.solve(_H(S0), _H(FV - U0 @ (_H(U0) @ FV))))  # (m, r)
@@ -298,14 +296,73 @@ def naive_step(field, t0, Y0: LowRankMatrix, h, substep=None, ortho="householder
     U1, RU = _orth_and_coeff(U0 + h * dU, ortho)
     V1, RV = _orth_and_coeff(V0 + h * dV, ortho)
     S1 = RU @ (S0 + h * (_H(U0) @ FV)) @ _H(RV)
-    return StepResult(LowRankMatrix(U1, S1, V1), F.n)
+    return StepResult(LowRankMatrix(U1, S1, V1))
 
 
+STAGES = {
+    "ksl": ksl_stages, "lsk": lsk_stages, "strang": strang_stages, "bug": bug_stages,
+    "ra-bug": ra_bug_stages, "parallel": parallel_bug_stages, "naive": naive_stages,
+}
+ADAPTIVE = {"ra-bug", "parallel"}
+
+
+# --------------------------------------------------------------------------- #
+# Driving the stages with a field function
+# --------------------------------------------------------------------------- #
+def run_stages(stages, field) -> StepResult:
+    """Serve every field request ``(t, Y, name)`` of a stage generator with ``field(t, Y)``."""
+    n = 0
+    try:
+        req = next(stages)
+        while True:
+            t, Y, _ = req
+            F = as_operator(field(t, Y))
+            n += 1
+            req = stages.send(F)
+    except StopIteration as stop:
+        res = stop.value
+    res.evaluations = n
+    return res
+
+
+def _make_step(name):
+    stages_fn = STAGES[name]
+
+    def step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder", **rule) -> StepResult:
+        f = field.on_step(t0, h) if hasattr(field, "on_step") else field
+        lin = f if hasattr(f, "k_coefficients") else None
+        sub = None if name == "naive" else get_substep(substep)
+        return run_stages(stages_fn(t0, Y0, h, sub, ortho, lin, **rule), f)
+
+    step.__name__ = stages_fn.__name__.replace("_stages", "_step")
+    step.__qualname__ = step.__name__
+    step.__doc__ = (
+        f"One step of {name!r} with a field function ``field(t, Y)``; see :func:`{stages_fn.__name__}`.\n\n"
+        "Parameters: field (callable or Increments), t0, Y0 (LowRankMatrix), h, substep "
+        '("euler" | "rk4" | "exact" | generator function), ortho ("householder" | "cholqr2")'
+        + (", and the truncation rule (theta | tau | rank, r_min, r_max, compat_2022)." if name in ADAPTIVE else ".")
+    )
+    return step
+
+
+ksl_step, lsk_step, bug_step = (_make_step(n) for n in ("ksl", "lsk", "bug"))
+
+
+def strang_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder") -> StepResult:
+    """Strang step LSK_{h/2} ∘ KSL_{h/2} ([LO14] Sec. 3.3); see :func:`strang_stages`.
+
+    Composed from two half steps so that a field given by :class:`Increments`
+    uses A(t0+h/2) − A(t0) and A(t0+h) − A(t0+h/2) for its two halves.
+    """
+    a = ksl_step(field, t0, Y0, h / 2, substep, ortho)
+    b = lsk_step(field, t0 + h / 2, a.Y, h / 2, substep, ortho)
+    return StepResult(b.Y, a.evaluations + b.evaluations)
+
+ra_bug_step, parallel_bug_step, naive_step = (_make_step(n) for n in ("ra-bug", "parallel", "naive"))
 INTEGRATORS = {
     "ksl": ksl_step, "lsk": lsk_step, "strang": strang_step, "bug": bug_step,
     "ra-bug": ra_bug_step, "parallel": parallel_bug_step, "naive": naive_step,
 }
-ADAPTIVE = {"ra-bug", "parallel"}
 
 
 @dataclass

@@ -9,18 +9,26 @@ matrix ODEs ("sub-flows") for K (m×r), L (n×r) or S (r×r):
     \\dot L = F(t, U_0 L^*)^* U_0, \\qquad
     \\dot S = \\pm U^* F(t, U S V^*) V.
 
-A :class:`SubFlow` holds the right-hand side of one of them; a *sub-step*
-``substep(flow, t0, y0, h) -> y1`` advances it over one step. In training the
-sub-step is the optimiser; here there are three:
+A :class:`SubFlow` says, for a value y of the sub-flow's variable, at which
+low-rank point the field is needed (``point(y)``) and how the field value
+becomes ẏ (``project(F)``). A *sub-step* advances a sub-flow over one step.
+
+Sub-steps are generator functions: ``y1 = yield from substep(flow, t0, y0, h)``.
+Each time a sub-step needs the field it yields a request ``(t, Y, name)`` and
+receives the field value F at (t, Y). This lets one integrator implementation
+be driven by a plain function F(t, Y) (matrix ODEs) or by one forward/backward
+pass of a whole network per request (training, where every layer's request is
+served by the same pass). In training the sub-step is the optimiser
+(:mod:`dlrt_ref.train.optim`); here there are three:
 
 ``euler``         explicit Euler, y1 = y0 + h f(t0, y0) (an SGD step when F = −∇L);
 ``rk4``           the classical fourth-order Runge–Kutta method;
-``exact_linear``  the exact flow of a linear Sylvester-type sub-flow
+``exact``         the exact flow of a linear Sylvester-type sub-flow
                   ẏ = P y + y Q + R (time independent), via
                   y(h) = e^{hP}(y0 − y*) e^{hQ} + y*, with P y* + y* Q + R = 0.
 
-Fields that are increments (``Increments``) are constant over each step, so
-Euler solves their sub-flows exactly.
+Fields given as increments (:class:`dlrt_ref.integrators.Increments`) are
+constant over each step, so Euler solves their sub-flows exactly.
 """
 from __future__ import annotations
 
@@ -32,64 +40,81 @@ import scipy.linalg as sla
 
 from dlrt_ref.backend import array_module, to_numpy
 
-__all__ = ["SubFlow", "euler", "rk4", "exact_linear", "SUBSTEPS", "get_substep"]
+__all__ = ["SubFlow", "euler", "rk4", "exact_linear", "SUBSTEPS", "get_substep", "solve_subflow"]
 
 
 @dataclass
 class SubFlow:
-    """The ODE ẏ = rhs(t, y) of one sub-step.
+    """The ODE ẏ = project(F(t, point(y))) of one sub-step.
 
     Attributes
     ----------
-    rhs : callable (t, y) -> array shaped like y
+    name : {"K", "L", "S"}
+        Which factor the variable is (used to key optimiser state).
+    point : callable y -> LowRankMatrix
+        The low-rank matrix at which the field is evaluated for the value y.
+    project : callable F -> array shaped like y
+        ẏ from the field value F (e.g. ``F @ V0`` for the K-step).
+    frame : tuple of arrays
+        The orthonormal bases in which y is expressed (K = Y V0: ``(V0,)``;
+        L = Y^* U0: ``(U0,)``; S = U^* Y V: ``(U, V)``). An optimiser uses it to
+        carry its state into the next step's bases.
     linear : optional (P, Q, R)
-        If given, rhs(t, y) = P y + y Q + R for all t (time independent).
+        If given, ẏ = P y + y Q + R for all t (time independent).
     rhs0 : optional array
-        rhs(t0, y0), when the caller already has it (saves one field evaluation).
+        ẏ at (t0, y0), when the caller already has it (saves a field evaluation).
     """
 
-    rhs: Callable[[float, Any], Any]
+    name: str
+    point: Callable[[Any], Any]
+    project: Callable[[Any], Any]
+    frame: tuple = ()
     linear: Optional[tuple] = None
     rhs0: Any = None
 
-    def initial_slope(self, t0, y0):
-        return self.rhs0 if self.rhs0 is not None else self.rhs(t0, y0)
+
+def _slope(flow: SubFlow, t, y):
+    """Generator: ẏ at (t, y), requesting the field at flow.point(y)."""
+    F = yield (t, flow.point(y), flow.name)
+    return flow.project(F)
 
 
 def euler(flow: SubFlow, t0: float, y0, h: float):
-    """Explicit Euler: y1 = y0 + h·f(t0, y0)."""
-    return y0 + h * flow.initial_slope(t0, y0)
+    """Explicit Euler: y1 = y0 + h·f(t0, y0). One field evaluation (none if rhs0 is known)."""
+    k1 = flow.rhs0 if flow.rhs0 is not None else (yield from _slope(flow, t0, y0))
+    return y0 + h * k1
 
 
 def rk4(flow: SubFlow, t0: float, y0, h: float):
-    """Classical RK4 (order 4) on one step."""
-    k1 = flow.initial_slope(t0, y0)
-    k2 = flow.rhs(t0 + h / 2, y0 + (h / 2) * k1)
-    k3 = flow.rhs(t0 + h / 2, y0 + (h / 2) * k2)
-    k4 = flow.rhs(t0 + h, y0 + h * k3)
+    """Classical RK4 (order 4) on one step; four field evaluations (three if rhs0 is known)."""
+    k1 = flow.rhs0 if flow.rhs0 is not None else (yield from _slope(flow, t0, y0))
+    k2 = yield from _slope(flow, t0 + h / 2, y0 + (h / 2) * k1)
+    k3 = yield from _slope(flow, t0 + h / 2, y0 + (h / 2) * k2)
+    k4 = yield from _slope(flow, t0 + h, y0 + h * k3)
     return y0 + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
 def exact_linear(flow: SubFlow, t0: float, y0, h: float):
-    r"""Exact flow of ẏ = P y + y Q + R over a step of length h.
+    r"""Exact flow of ẏ = P y + y Q + R over a step of length h; no field evaluation.
 
     With the steady state :math:`y_*` solving :math:`P y_* + y_* Q = -R`
     (``scipy.linalg.solve_sylvester``), :math:`y(h) = e^{hP}(y_0 - y_*)e^{hQ} + y_*`.
     If the Sylvester equation is singular (P and −Q share an eigenvalue) the
-    vectorised system is exponentiated instead. Computed on the host in the
-    widest precision of the inputs, then moved back.
+    vectorised system, augmented by the constant, is exponentiated instead.
+    Computed on the host, then moved back to the backend of y0.
     """
     if flow.linear is None:
         raise ValueError(
-            "exact_linear needs a linear (Sylvester-type) sub-flow; this field does not provide "
-            "its coefficients. Use 'euler' or 'rk4', or a field with k/l/s_coefficients."
+            "the 'exact' sub-step needs a linear (Sylvester-type) sub-flow; this field does not provide "
+            "k/l/s_coefficients. Use 'euler' or 'rk4', or a field such as SylvesterField."
         )
     xp = array_module(y0)
     P, Q, R = (to_numpy(a) for a in flow.linear)
     y0h = to_numpy(y0)
     try:
         ystar = sla.solve_sylvester(P, Q, -R)
-        ok = np.all(np.isfinite(ystar)) and np.allclose(P @ ystar + ystar @ Q, -R, atol=1e-10 * (1 + np.abs(R).max()))
+        resid = np.abs(P @ ystar + ystar @ Q + R).max()
+        ok = bool(np.all(np.isfinite(ystar))) and resid <= 1e-10 * (1 + np.abs(R).max() + np.abs(ystar).max())
     except (np.linalg.LinAlgError, ValueError):
         ok = False
     if ok:
@@ -102,16 +127,34 @@ def exact_linear(flow: SubFlow, t0: float, y0, h: float):
         z = sla.expm(h * Z) @ np.concatenate([y0h.reshape(-1, order="F"), [1.0]])
         y1 = z[:-1].reshape((a, b), order="F")
     return xp.asarray(y1.astype(np.result_type(y0h.dtype, y1.dtype)))
+    yield  # pragma: no cover - makes this a generator function like the others
 
 
 SUBSTEPS = {"euler": euler, "rk4": rk4, "exact": exact_linear}
 
 
 def get_substep(substep):
-    """A sub-step callable from its name ("euler", "rk4", "exact") or itself."""
+    """A sub-step generator function from its name ("euler", "rk4", "exact") or itself."""
     if callable(substep):
         return substep
     try:
         return SUBSTEPS[substep]
     except KeyError:
         raise ValueError(f"unknown sub-step {substep!r}; expected one of {sorted(SUBSTEPS)}") from None
+
+
+def solve_subflow(substep, flow: SubFlow, field, t0: float, y0, h: float):
+    """Run one sub-step with a plain field function ``field(t, Y) -> F``; returns y1.
+
+    Convenience for tests and tutorials that look at a single sub-flow.
+    """
+    from dlrt_ref.operators import as_operator
+
+    gen = get_substep(substep)(flow, t0, y0, h)
+    try:
+        req = next(gen)
+        while True:
+            t, Y, _ = req
+            req = gen.send(as_operator(field(t, Y)))
+    except StopIteration as stop:
+        return stop.value
