@@ -38,6 +38,11 @@ thesis's unit-scale init (:math:`S = I`) instead shrinks the signal by
 logits start ~1e-4 times smaller and SGD sits near chance for most of the first
 epoch (Zangrando 2022, Schotthöfer et al. 2022 use that init).
 
+Measured (MNIST, 784-500-500-500-500-10 ReLU, ranks 20,20,20,20 + dense
+classifier, SGD lr 0.05, batch 128, one fixed-rank BUG-type step per batch that
+uses only ``grad_K``/``grad_L``/``grad_op``): test accuracy 0.46 after 0.1 epoch
+and 0.86 after one epoch with this init; 0.11 throughout epoch 1 with S = I.
+
 Decay option
 ------------
 ``decay=d`` multiplies :math:`s_k` by :math:`d^{-k}` for :math:`k = 0, \dots, r-1`
