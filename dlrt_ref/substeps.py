@@ -40,7 +40,7 @@ import scipy.linalg as sla
 
 from dlrt_ref.backend import array_module, to_numpy
 
-__all__ = ["SubFlow", "euler", "rk4", "exact_linear", "SUBSTEPS", "get_substep", "solve_subflow"]
+__all__ = ["SubFlow", "request_slope", "euler", "rk4", "exact_linear", "SUBSTEPS", "get_substep", "solve_subflow"]
 
 
 @dataclass
@@ -73,7 +73,7 @@ class SubFlow:
     rhs0: Any = None
 
 
-def _slope(flow: SubFlow, t, y):
+def request_slope(flow: SubFlow, t, y):
     """Generator: ẏ at (t, y), requesting the field at flow.point(y)."""
     F = yield (t, flow.point(y), flow.name)
     return flow.project(F)
@@ -81,16 +81,16 @@ def _slope(flow: SubFlow, t, y):
 
 def euler(flow: SubFlow, t0: float, y0, h: float):
     """Explicit Euler: y1 = y0 + h·f(t0, y0). One field evaluation (none if rhs0 is known)."""
-    k1 = flow.rhs0 if flow.rhs0 is not None else (yield from _slope(flow, t0, y0))
+    k1 = flow.rhs0 if flow.rhs0 is not None else (yield from request_slope(flow, t0, y0))
     return y0 + h * k1
 
 
 def rk4(flow: SubFlow, t0: float, y0, h: float):
     """Classical RK4 (order 4) on one step; four field evaluations (three if rhs0 is known)."""
-    k1 = flow.rhs0 if flow.rhs0 is not None else (yield from _slope(flow, t0, y0))
-    k2 = yield from _slope(flow, t0 + h / 2, y0 + (h / 2) * k1)
-    k3 = yield from _slope(flow, t0 + h / 2, y0 + (h / 2) * k2)
-    k4 = yield from _slope(flow, t0 + h, y0 + h * k3)
+    k1 = flow.rhs0 if flow.rhs0 is not None else (yield from request_slope(flow, t0, y0))
+    k2 = yield from request_slope(flow, t0 + h / 2, y0 + (h / 2) * k1)
+    k3 = yield from request_slope(flow, t0 + h / 2, y0 + (h / 2) * k2)
+    k4 = yield from request_slope(flow, t0 + h, y0 + h * k3)
     return y0 + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
 
 
