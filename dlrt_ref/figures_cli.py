@@ -1,0 +1,63 @@
+"""``python -m dlrt_ref figures``: run experiments and write their figures and data.
+
+For each selected experiment NAME (registry: :data:`dlrt_ref.experiments.EXPERIMENTS`)
+this writes ``OUT/NAME.png``, ``OUT/NAME.pdf`` and ``OUT/data/NAME.json``
+(the data the figure was drawn from, plus preset, backend and seconds).
+``--preset full`` (default) writes to ``figures/`` (committed);
+``--preset quick`` writes to ``figures/quick/`` (git-ignored) — small
+versions for tests. ``--only ode`` selects every experiment whose name starts
+with "ode". The ODE experiments run on the host whatever ``--backend`` says
+(their problems are small); the backend is recorded in the JSON.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from dlrt_ref.cli import UsageError
+from dlrt_ref.experiments import EXPERIMENTS, PRESETS, load, select
+from dlrt_ref.experiments.plotting import jsonable
+
+DEFAULT_OUT = {"full": Path("figures"), "quick": Path("figures/quick")}
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--preset", choices=PRESETS, default="full",
+                   help="quick: seconds, into figures/quick/; full: the committed figures (default)")
+    p.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                   help="run only these experiments (a prefix selects all that start with it, e.g. 'ode')")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="array backend")
+    p.add_argument("--out", type=Path, default=None, metavar="DIR",
+                   help="output folder (default figures/ or figures/quick/)")
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+
+
+def run(args) -> int:
+    if args.list:
+        for name, (_, desc) in EXPERIMENTS.items():
+            sys.stdout.write(f"{name:28s} {desc}\n")
+        return 0
+    try:
+        names = select(args.only)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    if args.backend == "cupy":
+        from dlrt_ref.backend import available_backends
+
+        if "cupy" not in available_backends():
+            raise UsageError("backend 'cupy' is not available on this machine")
+    out = args.out if args.out is not None else DEFAULT_OUT[args.preset]
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        mod = load(name)
+        t0 = time.perf_counter()
+        data = jsonable(mod.run(args.preset, args.backend))
+        seconds = time.perf_counter() - t0
+        record = {"name": name, "preset": args.preset, "backend": args.backend, "seconds": seconds,
+                  "command": f"python -m dlrt_ref figures --preset {args.preset} --only {name}", "data": data}
+        (out / "data" / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+        paths = mod.plot(data, out)
+        sys.stdout.write(f"{name}: {seconds:.1f} s -> {', '.join(str(p) for p in paths)}\n")
+    return 0

@@ -1,0 +1,42 @@
+"""``python -m dlrt_ref figures --preset quick --only ode`` writes every figure and finite data."""
+import json
+import math
+
+import pytest
+
+from dlrt_ref.cli import main
+from dlrt_ref.experiments import EXPERIMENTS, select
+
+
+def _numbers(obj):
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _numbers(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _numbers(v)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield obj
+
+
+def test_quick_ode_figures(tmp_path, capsys):
+    assert main(["figures", "--preset", "quick", "--only", "ode", "--out", str(tmp_path)]) == 0
+    names = [n for n in EXPERIMENTS if n.startswith("ode")]
+    assert len(names) >= 4
+    for name in names:
+        for path in (tmp_path / f"{name}.png", tmp_path / f"{name}.pdf", tmp_path / "data" / f"{name}.json"):
+            assert path.is_file() and path.stat().st_size > 0, path
+        rec = json.loads((tmp_path / "data" / f"{name}.json").read_text())
+        assert rec["name"] == name and rec["preset"] == "quick"
+        nums = list(_numbers(rec["data"]))
+        assert nums and all(math.isfinite(x) for x in nums)
+
+
+def test_selection_and_bad_names(capsys):
+    assert select(["ode_conv"]) == ["ode_convergence"]
+    assert set(select(["ode"])) == {n for n in EXPERIMENTS if n.startswith("ode")}
+    assert main(["figures", "--only", "nope", "--preset", "quick"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exc:
+        main(["figures", "--preset", "slow"])
+    assert exc.value.code == 2
