@@ -1,0 +1,267 @@
+"""``python -m dlrt_ref train``: train an MLP or LeNet5 on MNIST with DLRT or a baseline.
+
+Examples::
+
+    python -m dlrt_ref train --model mlp --method ra-bug --tau 0.1 --epochs 5 --json
+    python -m dlrt_ref train --model lenet5 --method ra-bug --tau 0.11 --optimizer sgd --lr 0.05 --batch-size 128
+    python -m dlrt_ref train --model mlp --widths 784,256,10 --method dense --optimizer sgd --lr 0.1
+    python -m dlrt_ref train --model mlp --method bug --rank 20 --out runs/bug20
+    python -m dlrt_ref train --resume runs/bug20/checkpoint.npz --epochs 10 --out runs/bug20
+
+Methods: ``ra-bug`` (default), ``bug``, ``ksl``, ``parallel`` (DLRT,
+:mod:`dlrt_ref.train.dlrt`), ``dense`` and ``uv`` (baselines,
+:mod:`dlrt_ref.train.baselines`). The MLP's classifier is dense by default, as
+in Schotthöfer et al. 2022 (``--lowrank-last`` factorises it too); LeNet5's
+classifier is dense by default, as in Zangrando 2022.
+
+Every default that is a tuning choice (optimiser, learning rate, initial rank,
+τ, epochs, batch size) is in :data:`DEFAULTS` below, and only there.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+
+# The one place for tuning defaults (the lead tunes these).
+DEFAULTS = {
+    "model": "mlp",
+    "widths": {"mlp": "784,500,500,500,500,10"},
+    "method": "ra-bug",
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "tau": 0.1,  # rank-adaptive methods only
+    "initial_rank_adaptive": "r_max",  # ra-bug/parallel start at r_max = ⌊min(m, n)/2⌋ (or --r-max)
+    "initial_rank_fixed": 20,  # bug/ksl/uv: the (fixed) rank
+    "r_min": 2,
+    "epochs": 5,
+    "batch_size": 256,
+    "backend": "numpy",
+    "dtype": "float32",
+    "seed": 0,
+    "validation": "0",
+    "log_every": 50,
+    "eval_batch": 1000,
+}
+
+MODELS = ("mlp", "lenet5")
+METHODS = ("dense", "ra-bug", "bug", "ksl", "parallel", "uv")
+ADAPTIVE_METHODS = ("ra-bug", "parallel")
+LENET5_SHAPES = [(20, 25), (50, 500), (500, 800), (10, 500)]  # (n_out, n_in) of conv1, conv2, fc1, fc2
+# options that define a run; with --resume they come from the checkpoint
+RUN_OPTIONS = ("model", "widths", "method", "tau", "rank", "r_min", "r_max", "optimizer", "lr", "batch_size",
+               "backend", "dtype", "seed", "subset", "test_subset", "validation", "compat_2022_truncation",
+               "dense_last")
+
+
+def add_arguments(p) -> None:
+    """Options of ``train`` (defaults None: filled from :data:`DEFAULTS` in :func:`resolve`)."""
+    a = p.add_argument
+    a("--model", choices=MODELS, help=f"network (default {DEFAULTS['model']})")
+    a("--widths", help=f"MLP widths, comma separated (default {DEFAULTS['widths']['mlp']})")
+    a("--method", choices=METHODS, help=f"training method (default {DEFAULTS['method']})")
+    a("--tau", type=float, help=f"relative truncation tolerance, ra-bug/parallel (default {DEFAULTS['tau']})")
+    a("--rank", type=int, help="initial rank of every low-rank layer (the fixed rank for bug/ksl/uv), capped at "
+      "min(m, n); default r_max for ra-bug/parallel, "
+      f"{DEFAULTS['initial_rank_fixed']} otherwise")
+    a("--r-min", type=int, help=f"smallest rank after truncation (default {DEFAULTS['r_min']})")
+    a("--r-max", type=int, help="largest rank (default ⌊min(m, n)/2⌋ per layer)")
+    a("--optimizer", choices=("sgd", "momentum", "adam"), help=f"default {DEFAULTS['optimizer']}")
+    a("--lr", type=float, help=f"learning rate = integrator step h (default {DEFAULTS['lr']})")
+    a("--epochs", type=int, help=f"total epochs (default {DEFAULTS['epochs']})")
+    a("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
+    a("--backend", choices=("numpy", "cupy"), help=f"default {DEFAULTS['backend']}")
+    a("--dtype", choices=("float32", "float64"), help=f"default {DEFAULTS['dtype']}")
+    a("--seed", type=int, help="seed of the init and the shuffle (default 0)")
+    a("--subset", type=int, help="train on a seeded stratified subset of this many images")
+    a("--test-subset", type=int, help="evaluate on a seeded stratified subset of the test set")
+    a("--validation", help="validation split: K (seeded random K), 'last' (the paper's last 10k) or 'last:K'; default 0")
+    a("--compat-2022-truncation", action="store_true", default=None,
+      help="reproduce the 2022 reference codes' (incorrect) truncation, for comparison only")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--dense-last", dest="dense_last", action="store_true", default=None,
+                   help="keep the classifier dense (default)")
+    g.add_argument("--lowrank-last", dest="dense_last", action="store_false", help="factorise the classifier too")
+    a("--out", help="folder for config.json, results.json and checkpoint.npz")
+    a("--resume", help="continue from a checkpoint (its run options are used; --epochs is the new total)")
+    a("--checkpoint-every", type=int, help="also checkpoint every N steps (needs --out)")
+    a("--log-every", type=int, help=f"log line every N steps (default {DEFAULTS['log_every']}; 0: none)")
+    a("--json", action="store_true", help="print one final JSON object on stdout")
+
+
+def _usage(msg):
+    from dlrt_ref.cli import UsageError
+
+    return UsageError(msg)
+
+
+def _parse_widths(text) -> list:
+    try:
+        widths = [int(w) for w in str(text).split(",")]
+    except ValueError:
+        raise _usage(f"--widths must be comma-separated integers, got {text!r}") from None
+    if len(widths) < 2 or min(widths) < 1:
+        raise _usage(f"--widths needs at least two positive widths, got {text!r}")
+    if widths[0] != 784 or widths[-1] != 10:
+        raise _usage(f"--widths must start with 784 (MNIST pixels) and end with 10 (classes), got {text!r}")
+    return widths
+
+
+def _parse_validation(text):
+    text = str(text)
+    if text == "last" or text.startswith("last:"):
+        if text.startswith("last:") and not text[5:].isdigit():
+            raise _usage(f"--validation last:K needs an integer K, got {text!r}")
+        return text
+    if not text.isdigit():
+        raise _usage(f"--validation must be K, 'last' or 'last:K', got {text!r}")
+    return int(text)
+
+
+def resolve(args) -> dict:
+    """The run options: command line over :data:`DEFAULTS` (or over the checkpoint's with --resume), checked."""
+    given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k, None) is not None}
+    if args.resume:
+        from dlrt_ref.train.checkpoint import CheckpointError, read_manifest
+
+        try:
+            saved = read_manifest(args.resume)["config"]["run"]
+        except (CheckpointError, KeyError) as exc:
+            raise _usage(f"--resume: {exc}") from None
+        for k, v in given.items():
+            if v != saved.get(k):
+                raise _usage(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {saved.get(k)}; "
+                             "a resumed run keeps its options")
+        run = dict(saved)
+    else:
+        run = {k: given.get(k) for k in RUN_OPTIONS}
+        for k in ("model", "method", "optimizer", "lr", "batch_size", "backend", "dtype", "seed", "validation",
+                  "r_min"):
+            if run[k] is None:
+                run[k] = DEFAULTS[k]
+        if run["model"] == "mlp" and run["widths"] is None:
+            run["widths"] = DEFAULTS["widths"]["mlp"]
+        if run["method"] in ADAPTIVE_METHODS and run["tau"] is None:
+            run["tau"] = DEFAULTS["tau"]
+        run["compat_2022_truncation"] = bool(run["compat_2022_truncation"])
+        run["dense_last"] = True if run["dense_last"] is None else run["dense_last"]
+        run["validation"] = str(run["validation"])
+    _check(run)
+    return run
+
+
+def _check(run) -> None:
+    if run["model"] == "lenet5" and run["widths"] is not None:
+        raise _usage("--widths is for --model mlp")
+    if run["model"] == "mlp":
+        _parse_widths(run["widths"])
+    _parse_validation(run["validation"])
+    adaptive = run["method"] in ADAPTIVE_METHODS
+    if run["tau"] is not None and not adaptive:
+        raise _usage(f"--tau applies to {'/'.join(ADAPTIVE_METHODS)}, not to --method {run['method']}")
+    if run["compat_2022_truncation"] and not adaptive:
+        raise _usage(f"--compat-2022-truncation applies to {'/'.join(ADAPTIVE_METHODS)} only")
+    if run["tau"] is not None and not (math.isfinite(run["tau"]) and run["tau"] >= 0):
+        raise _usage(f"--tau must be a finite number >= 0, got {run['tau']}")
+    if not (math.isfinite(run["lr"]) and run["lr"] > 0):
+        raise _usage(f"--lr must be a finite positive number, got {run['lr']}")
+    for k in ("batch_size", "rank", "r_min", "r_max", "subset", "test_subset"):
+        if run[k] is not None and run[k] < 1:
+            raise _usage(f"--{k.replace('_', '-')} must be >= 1, got {run[k]}")
+    if run["r_max"] is not None and run["r_max"] < run["r_min"]:
+        raise _usage(f"--r-max ({run['r_max']}) must be >= --r-min ({run['r_min']})")
+    if run["method"] == "dense" and (run["rank"] is not None or run["r_max"] is not None):
+        raise _usage("--rank/--r-max do not apply to --method dense")
+    from dlrt_ref.backend import available_backends
+
+    if run["backend"] not in available_backends():
+        raise _usage(f"--backend {run['backend']} is not available here (available: {available_backends()})")
+
+
+def _layer_shapes(run) -> list:
+    if run["model"] == "mlp":
+        w = _parse_widths(run["widths"])
+        return [(n_out, n_in) for n_in, n_out in zip(w[:-1], w[1:])]
+    return list(LENET5_SHAPES)
+
+
+def initial_ranks(run) -> list:
+    """Initial rank per weight layer (None: dense), from --rank / DEFAULTS, capped at min(m, n) (r_max when adaptive)."""
+    shapes = _layer_shapes(run)
+    if run["method"] == "dense":
+        return [None] * len(shapes)
+    ranks = []
+    for k, (m, n) in enumerate(shapes):
+        if k == len(shapes) - 1 and run["dense_last"]:
+            ranks.append(None)
+            continue
+        cap = min(m, n)
+        if run["method"] in ADAPTIVE_METHODS:
+            r_max = min(run["r_max"] if run["r_max"] is not None else max(1, cap // 2), cap)
+            r = run["rank"] if run["rank"] is not None else r_max
+            ranks.append(max(1, min(r, r_max)))
+        else:
+            r = run["rank"] if run["rank"] is not None else DEFAULTS["initial_rank_fixed"]
+            ranks.append(max(1, min(r, cap)))
+    return ranks
+
+
+def build(run):
+    """(trainer, dataset) for resolved run options."""
+    from dlrt_ref.data import load_mnist
+    from dlrt_ref.nn import lenet5, mlp
+    from dlrt_ref.train.baselines import UVTrainer, dense_trainer
+    from dlrt_ref.train.dlrt import DLRT
+    from dlrt_ref.train.optim import make_optimizer
+
+    dtype = np.dtype(run["dtype"])
+    ranks = initial_ranks(run)
+    kw = dict(ranks=ranks, backend=run["backend"], dtype=dtype, seed=run["seed"])
+    net = mlp(_parse_widths(run["widths"]), **kw) if run["model"] == "mlp" else lenet5(**kw)
+    opt = make_optimizer(run["optimizer"], run["lr"])
+    if run["method"] == "dense":
+        trainer = dense_trainer(net, opt)
+    elif run["method"] == "uv":
+        trainer = UVTrainer(net, opt)
+    else:
+        trainer = DLRT(net, opt, method=run["method"], tau=run["tau"] if run["tau"] is not None else 0.0,
+                       r_min=run["r_min"], r_max=run["r_max"], compat_2022_truncation=run["compat_2022_truncation"])
+    data = load_mnist(flatten=run["model"] == "mlp", dtype=dtype, validation=_parse_validation(run["validation"]),
+                      seed=run["seed"], subset=run["subset"], test_subset=run["test_subset"])
+    return trainer, data
+
+
+def run(args) -> int:
+    from dlrt_ref.train.dlrt import NonFiniteLossError
+    from dlrt_ref.train.loop import fit
+
+    opts = resolve(args)
+    epochs = args.epochs if args.epochs is not None else DEFAULTS["epochs"]
+    log_every = args.log_every if args.log_every is not None else DEFAULTS["log_every"]
+    if epochs < 0:
+        raise _usage(f"--epochs must be >= 0, got {epochs}")
+    if log_every < 0 or (args.checkpoint_every is not None and args.checkpoint_every < 1):
+        raise _usage("--log-every must be >= 0 and --checkpoint-every >= 1")
+    if args.checkpoint_every and not args.out:
+        raise _usage("--checkpoint-every needs --out")
+    trainer, data = build(opts)
+    config = {"command": "train", "run": opts, "initial_ranks": initial_ranks(opts),
+              "fit": {"epochs": epochs, "batch_size": opts["batch_size"], "seed": opts["seed"],
+                      "eval_batch": DEFAULTS["eval_batch"]}}
+    try:
+        hist = fit(trainer, data, epochs, opts["batch_size"], seed=opts["seed"], log_every=log_every,
+                   out_dir=args.out, checkpoint_every=args.checkpoint_every, resume=args.resume,
+                   eval_batch=DEFAULTS["eval_batch"], config=config)
+    except NonFiniteLossError as exc:
+        sys.stderr.write(f"python -m dlrt_ref train: error: {exc}\n")
+        return 1
+    summary = hist.summary()
+    if args.json:
+        print(json.dumps(dict(summary, config=config, history=hist.epochs)))
+    else:
+        print(f"{opts['model']} {opts['method']}: test acc {summary.get('test_acc')}, ranks {summary.get('ranks')}, "
+              f"cr_eval {summary.get('cr_eval')}, cr_train (train-paper) {summary.get('cr_train')}, "
+              f"{summary.get('ms_per_step')} ms/step, {summary.get('passes_per_step')} passes/step")
+    return 0

@@ -1,0 +1,127 @@
+"""``python -m dlrt_ref train``: JSON output, methods, resume, bad values (exit 2)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dlrt_ref.cli import main
+from dlrt_ref.train import cli as train_cli
+
+TINY = ["--widths", "784,32,32,10", "--subset", "300", "--test-subset", "100", "--batch-size", "50",
+        "--epochs", "1", "--log-every", "0"]
+
+
+def run_json(capsys, *args):
+    assert main(["train", *TINY, "--json", *args]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1
+    return json.loads(out[0])
+
+
+@pytest.mark.parametrize("method,passes", [("ra-bug", 1), ("bug", 2), ("ksl", 3), ("parallel", 1), ("dense", 1),
+                                           ("uv", 1)])
+def test_json_has_the_promised_keys(capsys, method, passes):
+    res = run_json(capsys, "--method", method)
+    for key in ("test_acc", "ranks", "cr_eval", "cr_train", "cr_train_definition", "ms_per_step", "passes_per_step",
+                "config", "history"):
+        assert key in res, key
+    assert res["cr_train_definition"] == "train-paper" and res["cr_eval_definition"] == "eval"
+    assert res["passes_per_step"] == passes and len(res["history"]) == 1
+    assert res["config"]["run"]["method"] == method
+    if method == "dense":
+        assert res["ranks"] == [] and res["cr_eval"] == 0.0
+    elif method in ("bug", "ksl", "uv"):
+        assert res["ranks"] == [20, 20]  # fixed-rank default
+    else:
+        assert res["config"]["initial_ranks"] == [16, 16, None]  # r_max = ⌊min(m, n)/2⌋
+
+
+def test_rank_options_and_lowrank_last(capsys):
+    res = run_json(capsys, "--method", "bug", "--rank", "5", "--lowrank-last", "--optimizer", "sgd", "--lr", "0.1")
+    assert res["ranks"] == [5, 5, 5]
+    res = run_json(capsys, "--method", "ra-bug", "--rank", "40", "--r-max", "8", "--tau", "0.0", "--dtype", "float64")
+    assert res["config"]["initial_ranks"] == [8, 8, None] and max(res["ranks"]) <= 8
+
+
+def test_lenet5_runs(capsys):
+    assert main(["train", "--model", "lenet5", "--subset", "64", "--test-subset", "32", "--batch-size", "32",
+                 "--epochs", "1", "--log-every", "0", "--method", "bug", "--rank", "4", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["ranks"] == [4, 4, 4] and res["config"]["initial_ranks"] == [4, 4, 4, None]
+
+
+def test_compat_flag_changes_the_run(capsys):
+    a = run_json(capsys, "--tau", "0.2", "--dtype", "float64")
+    b = run_json(capsys, "--tau", "0.2", "--dtype", "float64", "--compat-2022-truncation")
+    assert a["test_loss"] != b["test_loss"]
+
+
+def test_out_and_resume(capsys, tmp_path):
+    out = str(tmp_path / "run")
+    full = run_json(capsys, "--epochs", "2", "--dtype", "float64")
+    run_json(capsys, "--epochs", "1", "--dtype", "float64", "--out", out)
+    assert {"config.json", "results.json", "checkpoint.npz"} <= set(os.listdir(out))
+    assert main(["train", "--resume", os.path.join(out, "checkpoint.npz"), "--epochs", "2", "--json",
+                 "--log-every", "0"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["test_loss"] == full["test_loss"] and resumed["ranks"] == full["ranks"]
+    assert [e["test_loss"] for e in resumed["history"]] == [e["test_loss"] for e in full["history"]]
+    assert main(["train", "--resume", os.path.join(out, "checkpoint.npz"), "--lr", "0.5"]) == 2
+    assert "differs from the checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nonfinite_loss_exits_1(capsys, tmp_path):
+    code = main(["train", *TINY, "--optimizer", "sgd", "--lr", "1e8", "--method", "bug", "--out", str(tmp_path)])
+    assert code == 1
+    assert "non-finite loss" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--tau", "-1"], "--tau must be"),
+    (["--method", "bug", "--tau", "0.1"], "--tau applies to"),
+    (["--lr", "0"], "--lr must be"),
+    (["--lr", "nan"], "--lr must be"),
+    (["--widths", "784,a,10"], "--widths must be"),
+    (["--widths", "100,10"], "must start with 784"),
+    (["--rank", "0"], "--rank must be >= 1"),
+    (["--r-min", "5", "--r-max", "3"], "--r-max (3) must be >= --r-min (5)"),
+    (["--method", "dense", "--rank", "4"], "do not apply to --method dense"),
+    (["--method", "bug", "--compat-2022-truncation"], "applies to ra-bug/parallel only"),
+    (["--validation", "lots"], "--validation must be"),
+    (["--model", "lenet5", "--widths", "784,10"], "--widths is for --model mlp"),
+    (["--resume", "/nonexistent/ckpt.npz"], "does not exist"),
+])
+def test_bad_values_exit_2_with_one_line(capsys, args, msg):
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err
+    assert msg in err and len(err.strip().splitlines()) == 1
+
+
+def test_exit_code_2_in_a_subprocess():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "dlrt_ref", "train", "--epochs", "-3"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert p.returncode == 2 and "--epochs must be >= 0" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = subprocess.run([sys.executable, "-m", "dlrt_ref", "train", "--method", "svd"], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert p.returncode == 2 and "invalid choice" in p.stderr
+
+
+def test_defaults_live_in_one_dict():
+    assert train_cli.DEFAULTS["optimizer"] == "adam" and train_cli.DEFAULTS["lr"] == 1e-3
+    assert train_cli.DEFAULTS["initial_rank_fixed"] == 20
+    run = train_cli.resolve(train_cli_args([]))
+    assert run["widths"] == train_cli.DEFAULTS["widths"]["mlp"] and run["tau"] == train_cli.DEFAULTS["tau"]
+    assert train_cli.initial_ranks(run) == [250, 250, 250, 250, None]
+
+
+def train_cli_args(argv):
+    import argparse
+
+    p = argparse.ArgumentParser()
+    train_cli.add_arguments(p)
+    return p.parse_args(argv)
