@@ -146,11 +146,11 @@ class LowRankConv2d(_ConvGeometry, LowRankFactors):
     Δ the upstream gradient reshaped to (B·Ho·Wo, c_out).
     """
 
-    def __init__(self, c_in, c_out, k, rank, stride=1, padding=0, *, activation="relu", decay=None,
+    def __init__(self, c_in, c_out, k, rank, stride=1, padding=0, *, activation="relu", decay=None, spectrum="halfnormal",
                  backend="numpy", dtype=np.float32, seed=0):
         Layer.__init__(self, backend, dtype)
         self._set_geometry(c_in, c_out, k, stride, padding)
-        self._init_factors(rank, seed, activation, decay)
+        self._init_factors(rank, seed, activation, decay, spectrum)
 
     @classmethod
     def from_dense(cls, conv, rank):

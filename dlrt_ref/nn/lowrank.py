@@ -59,9 +59,9 @@ class LowRankFactors(Layer):
 
     lowrank = True
 
-    def _init_factors(self, rank, seed, activation, decay):
+    def _init_factors(self, rank, seed, activation, decay, spectrum="halfnormal"):
         rank = check_rank(repr(self), rank, self.n_out, self.n_in)
-        U, S, V = init.lowrank_factors(self.n_out, self.n_in, rank, seed, activation, decay)
+        U, S, V = init.lowrank_factors(self.n_out, self.n_in, rank, seed, activation, decay, spectrum)
         be = self.backend
         self.U, self.S, self.V = (be.asarray(A, self.dtype) for A in (U, S, V))
         self.params = {"b": be.xp.zeros(self.n_out, dtype=self.dtype)}
@@ -159,6 +159,8 @@ class LowRankLinear(LowRankFactors):
         Selects the scale of the initial singular values (see :mod:`dlrt_ref.nn.init`).
     decay : float, optional
         Initial singular values scaled by ``decay**(-k)``.
+    spectrum : {"halfnormal", "linear"}
+        Shape of the initial singular values (see :mod:`dlrt_ref.nn.init`).
     backend, dtype, seed : as for :class:`~dlrt_ref.nn.layers.Dense`.
 
     Attributes
@@ -168,12 +170,13 @@ class LowRankLinear(LowRankFactors):
     grad_op : OuterProductOperator(Δ, X), the lazy (n_out, n_in) gradient G = ∂L/∂W
     """
 
-    def __init__(self, n_in, n_out, rank, *, activation="relu", decay=None, backend="numpy", dtype=np.float32, seed=0):
+    def __init__(self, n_in, n_out, rank, *, activation="relu", decay=None, spectrum="halfnormal", backend="numpy",
+                 dtype=np.float32, seed=0):
         Layer.__init__(self, backend, dtype)
         self.n_in, self.n_out = int(n_in), int(n_out)
         if self.n_in < 1 or self.n_out < 1:
             raise ShapeError(f"LowRankLinear: n_in and n_out must be >= 1, got n_in={n_in}, n_out={n_out}")
-        self._init_factors(rank, seed, activation, decay)
+        self._init_factors(rank, seed, activation, decay, spectrum)
 
     @classmethod
     def from_dense(cls, dense, rank):

@@ -77,13 +77,15 @@ def _ranks(ranks, n, builder):
     return ranks
 
 
-def _linear(n_in, n_out, rank, *, init_activation, decay, backend, dtype, rng):
+def _linear(n_in, n_out, rank, *, init_activation, decay, spectrum, backend, dtype, rng):
     if rank is None:
         return Dense(n_in, n_out, activation=init_activation, backend=backend, dtype=dtype, seed=rng)
-    return LowRankLinear(n_in, n_out, rank, activation=init_activation, decay=decay, backend=backend, dtype=dtype, seed=rng)
+    return LowRankLinear(n_in, n_out, rank, activation=init_activation, decay=decay, spectrum=spectrum, backend=backend,
+                         dtype=dtype, seed=rng)
 
 
-def mlp(widths, ranks=None, activation="relu", backend="numpy", dtype=np.float32, seed=0, decay=None):
+def mlp(widths, ranks=None, activation="relu", backend="numpy", dtype=np.float32, seed=0, decay=None,
+        spectrum="halfnormal"):
     """Fully connected network ``widths[0] -> ... -> widths[-1]``, activation between layers (none after the last).
 
     Parameters
@@ -95,6 +97,7 @@ def mlp(widths, ranks=None, activation="relu", backend="numpy", dtype=np.float32
         layer is initialised for a linear output.
     backend, dtype, seed : layers draw their init, in order, from one ``default_rng(seed)``.
     decay : float, optional, passed to every low-rank layer (see :mod:`dlrt_ref.nn.init`).
+    spectrum : {"halfnormal", "linear"}, shape of the low-rank layers' initial singular values.
     """
     widths = [int(w) for w in widths]
     if len(widths) < 2:
@@ -105,14 +108,15 @@ def mlp(widths, ranks=None, activation="relu", backend="numpy", dtype=np.float32
     layers = []
     for i, (n_in, n_out, r) in enumerate(zip(widths[:-1], widths[1:], ranks)):
         last = i == n - 1
-        layers.append(_linear(n_in, n_out, r, init_activation="linear" if last else activation, decay=decay,
+        layers.append(_linear(n_in, n_out, r, init_activation="linear" if last else activation, decay=decay, spectrum=spectrum,
                               backend=backend, dtype=dtype, rng=rng))
         if not last:
             layers.append(activation_layer(activation))
     return Sequential(layers)
 
 
-def lenet5(ranks=None, activation="relu", backend="numpy", dtype=np.float32, seed=0, decay=None):
+def lenet5(ranks=None, activation="relu", backend="numpy", dtype=np.float32, seed=0, decay=None,
+           spectrum="halfnormal"):
     """LeNet5 of the thesis/paper, input (B, 1, 28, 28), 10 logits.
 
     conv 1→20 5×5, maxpool 2, act, conv 20→50 5×5, maxpool 2, act, flatten (800),
@@ -126,12 +130,13 @@ def lenet5(ranks=None, activation="relu", backend="numpy", dtype=np.float32, see
     def conv(c_in, c_out, rank):
         if rank is None:
             return Conv2d(c_in, c_out, 5, activation=activation, seed=rng, **kw)
-        return LowRankConv2d(c_in, c_out, 5, rank, activation=activation, decay=decay, seed=rng, **kw)
+        return LowRankConv2d(c_in, c_out, 5, rank, activation=activation, decay=decay, spectrum=spectrum,
+                             seed=rng, **kw)
 
     return Sequential([
         conv(1, 20, r[0]), MaxPool2d(2), activation_layer(activation),  # (B,20,24,24) -> (B,20,12,12)
         conv(20, 50, r[1]), MaxPool2d(2), activation_layer(activation),  # (B,50,8,8) -> (B,50,4,4)
         Flatten(),  # (B, 800)
-        _linear(800, 500, r[2], init_activation=activation, decay=decay, rng=rng, **kw), activation_layer(activation),
-        _linear(500, 10, r[3], init_activation="linear", decay=decay, rng=rng, **kw),
+        _linear(800, 500, r[2], init_activation=activation, decay=decay, spectrum=spectrum, rng=rng, **kw), activation_layer(activation),
+        _linear(500, 10, r[3], init_activation="linear", decay=decay, spectrum=spectrum, rng=rng, **kw),
     ])

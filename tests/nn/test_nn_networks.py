@@ -87,11 +87,26 @@ def test_decay_option():
     np.testing.assert_allclose(sd, s * 3.0 ** -np.arange(6))  # s_k * d^{-k}, k = 0..r-1
     layer = LowRankLinear(20, 30, 6, decay=3.0, dtype=F64, seed=1)
     np.testing.assert_allclose(np.diag(layer.S), sd)
-    conv = LowRankConv2d(2, 4, 3, 4, decay=2.0, dtype=F64)
+    conv = LowRankConv2d(2, 4, 3, 4, decay=2.0, spectrum="linear", dtype=F64)
     np.testing.assert_allclose(np.diag(conv.S)[1:] / np.diag(conv.S)[:-1],
                                0.5 * (1 - np.arange(1, 4) / 8) / (1 - np.arange(3) / 8))
     with pytest.raises(ValueError, match="decay"):
         lowrank_factors(4, 4, 2, decay=0.0)
+
+
+@pytest.mark.parametrize("spectrum", ["halfnormal", "linear"])
+def test_initial_spectrum_shape_and_scale(spectrum):
+    """Positive, non-increasing singular values; ||U S V^T||_F^2 = n_in n_out sigma^2 (He) for either shape."""
+    from dlrt_ref.nn.init import weight_variance
+
+    U, S, V = lowrank_factors(40, 30, 12, seed=3, spectrum=spectrum)
+    s = np.diag(S)
+    assert np.all(s > 0) and np.all(np.diff(s) <= 0)
+    np.testing.assert_allclose(np.sum(s**2), 30 * 40 * weight_variance(30, 40, "relu"), rtol=1e-12)
+    ratio = s[0] / s[-1]
+    assert (ratio < 2) if spectrum == "linear" else (ratio > 2)  # the half-normal shape is spread out
+    with pytest.raises(ValueError, match="spectrum"):
+        lowrank_factors(4, 4, 2, spectrum="flat")
 
 
 @pytest.mark.parametrize("ranks", [[20, 20, 20, 20, 10], [20, 20, 20, 20, None], [None] * 5])
