@@ -27,6 +27,8 @@ EXPERIMENTS = {
                               "Schrodinger: norm and energy drift vs time (ksl, bug, ra-bug)"),
     "ode_rank_adaptive": ("dlrt_ref.experiments.ode_rank_adaptive",
                           "Schrodinger: rank and error vs time of RA-BUG at several tolerances"),
+    "truncation_2022": ("dlrt_ref.experiments.truncation_2022",
+                        "MLP on MNIST: correct truncation vs the 2022 codes' (Vh untransposed), same seed"),
 }
 
 PRESETS = ("quick", "full")

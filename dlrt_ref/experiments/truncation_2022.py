@@ -1,0 +1,93 @@
+"""Correct truncation vs the 2022 reference codes' truncation (same seeds).
+
+The public DLRT codes of 2022 truncate the augmented core Ŝ1 = P Σ Qᵀ with
+``V ← V̂ · Vh[:, :r]`` instead of ``V̂ · Vhᵀ[:, :r]`` and leave the last
+singular value out of their tail sum (see :func:`dlrt_ref.lowrank.truncate`,
+``compat_2022=True``; /shared/published_results.md "Known quirk"). This
+experiment trains the same network from the same initial weights and batch
+order twice — once with the correct truncation, once with the compat flag —
+and records per-step batch loss and ranks and per-epoch test accuracy, so the
+reader sees what the bug did.
+
+Setup: MLP 784-500-500-500-500-10 (classifier dense), ra-bug, τ = 0.1,
+Adam lr 1e-3, batch 256, shipped MNIST. Full preset: 5 epochs on the 60k
+training set, 1 seed. Quick preset: 784-64-64-10 on a 2000-image stratified
+subset, 2 epochs.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dlrt_ref.experiments.plotting import pyplot, save
+
+NAME = "truncation_2022"
+PRESETS = {
+    "quick": dict(widths=[784, 64, 64, 10], subset=2000, test_subset=1000, epochs=2, seeds=[0]),
+    "full": dict(widths=[784, 500, 500, 500, 500, 10], subset=None, test_subset=None, epochs=5, seeds=[0]),
+}
+TAU, LR, BATCH = 0.1, 1e-3, 256
+
+
+def _train(cfg, seed, compat, backend):
+    from dlrt_ref.data import load_mnist
+    from dlrt_ref.nn import mlp
+    from dlrt_ref.train.dlrt import DLRT
+    from dlrt_ref.train.loop import fit
+    from dlrt_ref.train.optim import Adam
+
+    widths = cfg["widths"]
+    ranks = [min(n_in, n_out) // 2 for n_in, n_out in zip(widths[:-2], widths[1:-1])] + [None]
+    net = mlp(widths, ranks=ranks, seed=seed, backend=backend)
+    trainer = DLRT(net, Adam(LR), method="ra-bug", tau=TAU, compat_2022_truncation=compat)
+    data = load_mnist(seed=seed, subset=cfg["subset"], test_subset=cfg["test_subset"])
+    label = "compat-2022" if compat else "correct"
+    hist = fit(trainer, data, cfg["epochs"], BATCH, seed=seed, log_every=100,
+               log=lambda line: print(f"[{NAME} {label} seed {seed}] {line}", flush=True))
+    return {
+        "step_loss": [s["loss"] for s in hist.steps],
+        "step_ranks": [s["ranks"] for s in hist.steps],
+        "epoch_test_acc": [e["test_acc"] for e in hist.epochs],
+        "epoch_ranks": [e["ranks"] for e in hist.epochs],
+        "epoch_cr_eval": [e["cr"]["cr_eval"] for e in hist.epochs],
+    }
+
+
+def run(preset: str = "full", backend: str = "numpy") -> dict:
+    cfg = PRESETS[preset]
+    runs = {label: [_train(cfg, s, compat, backend) for s in cfg["seeds"]]
+            for label, compat in (("correct", False), ("compat-2022", True))}
+    return {"widths": cfg["widths"], "tau": TAU, "optimizer": "adam", "lr": LR, "batch": BATCH,
+            "epochs": cfg["epochs"], "subset": cfg["subset"], "seeds": cfg["seeds"], "runs": runs,
+            "cr_definition": "eval"}
+
+
+def plot(data: dict, out_dir):
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    colors = {"correct": "tab:blue", "compat-2022": "tab:red"}
+    for label, runs in data["runs"].items():
+        for k, r in enumerate(runs):
+            lab = label if k == 0 else None
+            loss = np.array(r["step_loss"], dtype=float)
+            w = max(1, len(loss) // 100)  # running mean over ~1% of the run, for readability
+            smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
+            axes[0].plot(np.arange(len(smooth)) + w, smooth, color=colors[label], label=lab)
+            acc = 100 * np.array(r["epoch_test_acc"], dtype=float)
+            axes[1].plot(np.arange(1, len(acc) + 1), acc, "o-", color=colors[label], label=lab)
+            ranks = np.array(r["step_ranks"], dtype=float)
+            for j in range(ranks.shape[1]):
+                axes[2].plot(np.arange(1, len(ranks) + 1), ranks[:, j], color=colors[label],
+                             linestyle=["-", "--", ":", "-."][j % 4], label=f"{label} layer {j + 1}")
+    axes[0].set(xlabel="step", ylabel="batch loss (running mean)", yscale="log", title="training loss")
+    axes[1].set(xlabel="epoch", ylabel="test accuracy [%]", title="test accuracy after each epoch")
+    axes[2].set(xlabel="step", ylabel="rank", title=f"ranks (ra-bug, τ = {data['tau']})")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    axes[2].legend(fontsize=7, ncol=2)
+    w = "-".join(str(x) for x in data["widths"])
+    fig.suptitle(f"Correct truncation vs the 2022 codes' (Vh untransposed, last σ left out): MLP {w}, "
+                 f"Adam {data['lr']}, batch {data['batch']}, same seed and batches")
+    fig.tight_layout()
+    return save(fig, out_dir, NAME)
