@@ -33,7 +33,60 @@ from dlrt_ref.nn.errors import RankError, ShapeError, check_backend, check_shape
 from dlrt_ref.nn.layers import Dense, Layer
 from dlrt_ref.operators import OuterProductOperator
 
-__all__ = ["LowRankFactors", "LowRankLinear", "check_rank"]
+__all__ = ["LowRankFactors", "LowRankLinear", "FactorGradOperator", "check_rank"]
+
+
+class FactorGradOperator(OuterProductOperator):
+    r"""The lazy gradient :math:`G = c\,\Delta^T X` of a low-rank layer, reusing the pass's products.
+
+    The forward pass computed :math:`X V` and the backward pass :math:`\Delta U`
+    for the layer's factors (U, V) at that point. The integrators then ask for
+    :math:`F V_0 = c\,\Delta^T (X V_0)`, :math:`F^T U_0 = c\,X^T(\Delta U_0)` and
+    :math:`U^T F V = c\,(\Delta U)^T (X V)` at *the same* U0 = U, V0 = V (K-, L-
+    and S-steps of bug, ksl, parallel; K and L of ra-bug). This operator returns
+    the stored product instead of recomputing it — the same BLAS call on the
+    same arrays, so the result is unchanged — and computes anything else as
+    :class:`~dlrt_ref.operators.OuterProductOperator` does.
+
+    A stored product is used only when the argument *is* the array object it
+    was computed from (``V is self.V_known``). The library never modifies factors
+    in place (:meth:`LowRankFactors.set_factors` replaces them), so identity
+    implies equal values. Complex data falls back to the plain operator for the
+    adjoint (the conjugations would break the identity).
+    """
+
+    def __init__(self, D, X, c=1.0, V=None, XV=None, U=None, DU=None):
+        super().__init__(D, X, c)
+        self._known = (V, XV, U, DU)
+
+    def _XV(self, V):
+        kV, kXV = self._known[0], self._known[1]
+        return kXV if (kV is not None and V is kV) else self.X @ V  # (B, n) @ (n, r) -> (B, r)
+
+    def _DU(self, U):  # D conj(U)
+        kU, kDU = self._known[2], self._known[3]
+        if kU is not None and U is kU and self.dtype.kind != "c":
+            return kDU
+        return self.D @ U.conj()  # (B, m) @ (m, r) -> (B, r)
+
+    def __matmul__(self, V):
+        # c * D^T (X V): (m, B) @ (B, r) -> (m, r), X V reused when V is the layer's V
+        return self.c * (self.D.T @ self._XV(V))
+
+    @property
+    def H(self):
+        if self.dtype.kind == "c":
+            return OuterProductOperator.H.fget(self)
+        V, XV, U, DU = self._known
+        # (c D^T X)^T = c X^T D: the roles of (D, U) and (X, V) swap
+        return FactorGradOperator(self.X, self.D, self.c, V=U, XV=DU, U=V, DU=XV)
+
+    def core(self, U, V):
+        # U^* (c D^T X) V = c (D conj(U))^T (X V): (r_U, B) @ (B, r_V)
+        return self.c * (self._DU(U).T @ self._XV(V))
+
+    def scaled(self, c):
+        return FactorGradOperator(self.D, self.X, c * self.c, *self._known)
 
 
 def check_rank(owner: str, rank, n_out: int, n_in: int) -> int:
@@ -109,18 +162,19 @@ class LowRankFactors(Layer):
         U, S, V, b = self.U, self.S, self.V, self.params["b"]
         XV = X @ V  # (N, n_in) @ (n_in, r) -> (N, r)
         Z = XV @ S.T  # (N, r) @ (r, r) -> (N, r)
-        self._lr_cache = (X, XV)
+        self._lr_cache = (X, XV, V)
         self._products = None
         return Z @ U.T + b  # (N, r) @ (r, n_out) -> (N, n_out)
 
     def _lr_backward(self, D):
-        X, XV = self._lr_cache
+        X, XV, V_fwd = self._lr_cache
         U, S, V = self.U, self.S, self.V
         self.grads["b"] = D.sum(axis=0)  # Y = ... + b: (n_out,)
         DU = D @ U  # Y = Z U^T   -> dZ  = D U:   (N, n_out) @ (n_out, r) -> (N, r)
         dXV = DU @ S  # Z = XV S^T -> dXV = dZ S:  (N, r) @ (r, r) -> (N, r)
         dX = dXV @ V.T  # XV = X V  -> dX  = dXV V^T: (N, r) @ (r, n_in) -> (N, n_in)
-        self.grad_op = OuterProductOperator(D, X)  # G = D^T X (n_out, n_in), lazy
+        # G = D^T X (n_out, n_in), lazy; keeps X V (at the forward's V) and D U for reuse by the integrators
+        self.grad_op = FactorGradOperator(D, X, V=V_fwd, XV=XV, U=U, DU=DU)
         self._products = (D, X, XV, DU)
         return dX
 
