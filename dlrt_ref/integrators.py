@@ -38,7 +38,7 @@ from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Optional
 
 from dlrt_ref.backend import array_module
-from dlrt_ref.lowrank import LowRankMatrix, Truncation, orthonormalise, truncate
+from dlrt_ref.lowrank import LowRankMatrix, Truncation, orthonormalise, orthonormalise_after, truncate
 from dlrt_ref.operators import as_operator
 from dlrt_ref.substeps import SubFlow, euler, get_substep
 
@@ -143,7 +143,13 @@ def augment(K1, U0, ortho: str = "householder"):
     Returns (Û (m×k̂), M̂ (k̂×r)) with k̂ = min(m, 2r).
     """
     xp = array_module(K1, U0)
-    U_hat = orthonormalise(xp.concatenate([K1, U0], axis=1), ortho)  # (m, 2r) -> (m, k̂)
+    if ortho == "householder":
+        U_hat = orthonormalise(xp.concatenate([K1, U0], axis=1), ortho)  # (m, 2r) -> (m, k̂)
+    else:
+        # the same Q factor of [K1 | U0] (up to column signs), by blocks: [K1 | U0] is nearly
+        # rank-deficient (K1 = U0 S0 + O(h)), so a GEMM-based QR of it would always fall back
+        Q1 = orthonormalise(K1, ortho)  # (m, r)
+        U_hat = xp.concatenate([Q1, orthonormalise_after(Q1, U0, ortho)], axis=1)  # (m, k̂)
     return U_hat, _H(U_hat) @ U0  # (k̂, m) @ (m, r) -> (k̂, r)
 
 
@@ -255,14 +261,13 @@ def parallel_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="househol
     """
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
     xp = array_module(U0)
-    r = U0.shape[1]
     F0 = yield (t0, Y0, "KLS")
     K1 = yield from substep(k_flow(V0, F0, lin), t0, U0 @ S0, h)  # (m, r)
     L1 = yield from substep(l_flow(U0, F0, lin), t0, V0 @ _H(S0), h)  # (n, r)
     S_bar1 = yield from substep(s_flow(U0, V0, F0, lin), t0, S0, h)  # (r, r)
-    # orth([U0 | K1]) keeps span U0 in its first r columns; the rest is ⊥ U0
-    U_tilde = orthonormalise(xp.concatenate([U0, K1], axis=1), ortho)[:, r:]  # (m, k)
-    V_tilde = orthonormalise(xp.concatenate([V0, L1], axis=1), ortho)[:, r:]  # (n, l)
+    # the trailing columns of orth([U0 | K1]): span(K1) ⊥ U0 (for "householder" exactly orth([U0 | K1])[:, r:])
+    U_tilde = orthonormalise_after(U0, K1, ortho)  # (m, k)
+    V_tilde = orthonormalise_after(V0, L1, ortho)  # (n, l)
     top = xp.concatenate([S_bar1, _H(L1) @ V_tilde], axis=1)  # (r, r + l)
     zero = xp.zeros((U_tilde.shape[1], V_tilde.shape[1]), dtype=S_bar1.dtype)
     bottom = xp.concatenate([_H(U_tilde) @ K1, zero], axis=1)  # (k, r + l)

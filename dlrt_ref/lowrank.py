@@ -23,6 +23,7 @@ from dlrt_ref.backend import array_module, to_numpy
 __all__ = [
     "LowRankMatrix",
     "orthonormalise",
+    "orthonormalise_after",
     "ORTHONORMALISERS",
     "tangent_project",
     "truncate",
@@ -120,15 +121,14 @@ def _householder(A):
     return Q
 
 
-def _cholesky_qr2(A):
-    """CholeskyQR2: two passes of Q = A R^{-1} with R^*R = A^*A (GEMM-based).
+def _cholesky_qr2_or_none(A):
+    """CholeskyQR2 of a tall A (m ≥ k): Q = A R^{-1} twice, with R^*R the Cholesky factorisation of the Gram matrix.
 
-    Stable when κ(A) ≲ eps^{-1/2} (Yamamoto et al. 2015); otherwise, or when
-    the Cholesky factorisation fails, falls back to Householder QR.
+    Returns None instead of Q when the Cholesky factorisation fails or the Gram
+    matrix is too ill-conditioned for CholeskyQR (κ(A) ≳ eps^{-1/2}; Yamamoto
+    et al. 2015), so that the caller chooses the fallback.
     """
     xp = array_module(A)
-    if A.shape[1] > A.shape[0]:
-        return _householder(A)
     eps = float(np.finfo(A.real.dtype).eps)
     Q = A
     for _ in range(2):
@@ -136,12 +136,24 @@ def _cholesky_qr2(A):
         try:
             R = _H(xp.linalg.cholesky(G))  # upper triangular, R^* R = G
         except Exception:  # LinAlgError (NumPy) or its CuPy equivalent
-            return _householder(A)
+            return None
         d = xp.abs(xp.diag(R))
         if not bool(xp.all(xp.isfinite(d))) or float(d.min()) <= 0.1 * eps**0.5 * float(d.max()):
-            return _householder(A)  # Gram matrix too ill-conditioned for CholeskyQR
+            return None  # Gram matrix too ill-conditioned for CholeskyQR
         Q = Q @ xp.linalg.inv(R)  # (m, k) @ (k, k)
     return Q
+
+
+def _cholesky_qr2(A):
+    """CholeskyQR2: two passes of Q = A R^{-1} with R^*R = A^*A (GEMM-based).
+
+    Stable when κ(A) ≲ eps^{-1/2} (Yamamoto et al. 2015); otherwise, or when
+    the Cholesky factorisation fails, falls back to Householder QR.
+    """
+    if A.shape[1] > A.shape[0]:
+        return _householder(A)
+    Q = _cholesky_qr2_or_none(A)
+    return _householder(A) if Q is None else Q
 
 
 ORTHONORMALISERS = {"householder": _householder, "cholqr2": _cholesky_qr2}
@@ -160,6 +172,35 @@ def orthonormalise(A, method: str = "householder"):
     except KeyError:
         raise ValueError(f"unknown orthonormalisation {method!r}; expected one of {sorted(ORTHONORMALISERS)}") from None
     return f(A)
+
+
+def orthonormalise_after(Q, A, method: str = "householder"):
+    """An orthonormal basis of the part of span(A) orthogonal to span(Q), for orthonormal Q (m×q), A (m×k).
+
+    These are the trailing columns of the Q factor of ``[Q | A]`` (up to column
+    signs), the block that augmentation appends to an existing basis.
+
+    * ``"householder"``: exactly ``orthonormalise([Q | A], "householder")[:, q:]``.
+    * ``"cholqr2"``: block classical Gram–Schmidt with re-orthogonalisation
+      (W = A − Q Q^*A, twice), then CholeskyQR2 of W — GEMMs and k×k
+      factorisations only. ``[Q | A]`` itself is nearly rank-deficient in DLRT
+      (K1 = U0 S0 + O(h), so κ([K1 | U0]) ~ 1/h) and CholeskyQR2 of it would
+      always fall back to Householder; W has the conditioning of the new
+      directions alone. If W is still too ill-conditioned (or rank-deficient,
+      or there are fewer than q + k rows), this falls back to the Householder
+      form above, which always returns orthonormal columns orthogonal to Q.
+    """
+    xp = array_module(Q, A)
+    q, k = Q.shape[1], A.shape[1]
+    if method == "cholqr2" and q + k <= Q.shape[0]:
+        W = A - Q @ (_H(Q) @ A)  # (m, q) @ (q, m) @ (m, k) -> (m, k)
+        W = W - Q @ (_H(Q) @ W)  # second pass (CGS2): W ⟂ Q to round-off
+        Q2 = _cholesky_qr2_or_none(W)  # (m, k)
+        if Q2 is not None:
+            return Q2
+    elif method not in ORTHONORMALISERS:
+        raise ValueError(f"unknown orthonormalisation {method!r}; expected one of {sorted(ORTHONORMALISERS)}")
+    return orthonormalise(xp.concatenate([Q, A], axis=1), "householder")[:, q:]
 
 
 # --------------------------------------------------------------------------- #
