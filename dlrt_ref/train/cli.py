@@ -31,6 +31,7 @@ DEFAULTS = {
     "widths": {"mlp": "784,500,500,500,500,10"},
     "method": "ra-bug",
     "optimizer": "adam",
+    "ortho": "householder",  # orthonormalisation of K, L (cholqr2: GEMM-based, much faster at large widths)
     "lr": 1e-3,
     "tau": 0.1,  # rank-adaptive methods only
     "initial_rank_adaptive": "r_max",  # ra-bug/parallel start at r_max = ⌊min(m, n)/2⌋ (or --r-max)
@@ -52,7 +53,7 @@ ADAPTIVE_METHODS = ("ra-bug", "parallel")
 LENET5_SHAPES = [(20, 25), (50, 500), (500, 800), (10, 500)]  # (n_out, n_in) of conv1, conv2, fc1, fc2
 # options that define a run; with --resume they come from the checkpoint
 RUN_OPTIONS = ("model", "widths", "method", "tau", "rank", "r_min", "r_max", "optimizer", "lr", "batch_size",
-               "backend", "dtype", "seed", "subset", "test_subset", "validation", "compat_2022_truncation",
+               "backend", "dtype", "seed", "subset", "test_subset", "validation", "compat_2022_truncation", "ortho",
                "dense_last")
 
 
@@ -69,6 +70,9 @@ def add_arguments(p) -> None:
     a("--r-min", type=int, help=f"smallest rank after truncation (default {DEFAULTS['r_min']})")
     a("--r-max", type=int, help="largest rank (default ⌊min(m, n)/2⌋ per layer)")
     a("--optimizer", choices=("sgd", "momentum", "adam"), help=f"default {DEFAULTS['optimizer']}")
+    a("--ortho", choices=("householder", "cholqr2"),
+      help="orthonormalisation of the K/L bases (DLRT methods): householder (LAPACK QR) or cholqr2 (CholeskyQR2, "
+           f"GEMM-based, falls back to householder when ill-conditioned); default {DEFAULTS['ortho']}")
     a("--lr", type=float, help=f"learning rate = integrator step h (default {DEFAULTS['lr']})")
     a("--epochs", type=int, help=f"total epochs (default {DEFAULTS['epochs']})")
     a("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
@@ -127,7 +131,8 @@ def resolve(args) -> dict:
         from dlrt_ref.train.checkpoint import CheckpointError, read_manifest
 
         try:
-            saved = read_manifest(args.resume)["config"]["run"]
+            saved = dict(read_manifest(args.resume)["config"]["run"])
+            saved.setdefault("ortho", "householder")  # checkpoints from before --ortho used Householder QR
         except (CheckpointError, KeyError) as exc:
             raise _usage(f"--resume: {exc}") from None
         for k, v in given.items():
@@ -137,7 +142,7 @@ def resolve(args) -> dict:
         run = dict(saved)
     else:
         run = {k: given.get(k) for k in RUN_OPTIONS}
-        for k in ("model", "method", "optimizer", "lr", "batch_size", "backend", "dtype", "seed", "validation",
+        for k in ("model", "method", "optimizer", "ortho", "lr", "batch_size", "backend", "dtype", "seed", "validation",
                   "r_min"):
             if run[k] is None:
                 run[k] = DEFAULTS[k]
@@ -227,7 +232,8 @@ def build(run):
         trainer = UVTrainer(net, opt)
     else:
         trainer = DLRT(net, opt, method=run["method"], tau=run["tau"] if run["tau"] is not None else 0.0,
-                       r_min=run["r_min"], r_max=run["r_max"], compat_2022_truncation=run["compat_2022_truncation"])
+                       r_min=run["r_min"], r_max=run["r_max"], compat_2022_truncation=run["compat_2022_truncation"],
+                       ortho=run["ortho"])
     data = load_mnist(flatten=run["model"] == "mlp", dtype=dtype, validation=_parse_validation(run["validation"]),
                       seed=run["seed"], subset=run["subset"], test_subset=run["test_subset"])
     return trainer, data
