@@ -29,6 +29,22 @@ EXPERIMENTS = {
                           "Schrodinger: rank and error vs time of RA-BUG at several tolerances"),
     "truncation_2022": ("dlrt_ref.experiments.truncation_2022",
                         "MLP on MNIST: correct truncation vs the 2022 codes' (Vh untransposed), same seed"),
+    "fc_tau_sweep": ("dlrt_ref.experiments.fc_tau_sweep",
+                     "[P] fully-connected MNIST: accuracy/ranks/c.r. vs tau for d = 500, 784"),
+    "rank_evolution": ("dlrt_ref.experiments.rank_evolution",
+                       "[P] ranks of the 4 layers vs epochs, 784-200x4-10, one panel per tau"),
+    "lenet_tau": ("dlrt_ref.experiments.lenet_tau",
+                  "[T] LeNet5 ra-bug: accuracy, c.r. (thesis-test, eval, train) and ranks vs tau"),
+    "acc_vs_cr": ("dlrt_ref.experiments.acc_vs_cr",
+                  "[T] fixed-rank LeNet5: accuracy vs layer-wise compression ratio"),
+    "dlrt_vs_uv": ("dlrt_ref.experiments.dlrt_vs_uv",
+                   "[T]/[P] LeNet5 rank 20: fixed-rank DLRT vs vanilla UV^T for decaying initial spectra"),
+    "finetune": ("dlrt_ref.experiments.finetune",
+                 "[T] S-only fine-tuning after DLRT (Fashion-MNIST + MNIST instead of CIFAR-10)"),
+    "timings_paper": ("dlrt_ref.experiments.timings_paper",
+                      "[P] train s/batch and predict time vs rank, 784-5120x4-10, against dense"),
+    "timings_thesis": ("dlrt_ref.experiments.timings_thesis",
+                       "[T] fwd / pass / step time vs layer-wise cr, 784-500-300-100-10, 70k batch"),
 }
 
 PRESETS = ("quick", "full")
