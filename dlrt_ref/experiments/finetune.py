@@ -133,7 +133,7 @@ def plot(data: dict, out_dir):
         ax.text(xi, max(a, b) + 1, f"{a - b:+.1f}", ha="center", fontsize=8)
     ax.set_xticks(x, [n.replace("ours ", "ours\n") for n in names], fontsize=8)
     ax.set(ylabel="test accuracy [%]", ylim=(0, 105),
-           title="[T] CIFAR-10 (20+20 epochs) vs ours (MNIST-type data; label: gain in points)")
+           title="[T] CIFAR-10 (20+20 ep.) vs ours (MNIST-type; gain in points)")
     ax.legend(fontsize=8, loc="lower right")
     fig.suptitle("S-only fine-tuning after rank-adaptive DLRT (bases frozen, only S and dense parameters train)")
     return save(fig, out_dir, NAME)

@@ -50,6 +50,15 @@ PUBLISHED = {"dense": (98.82, 0.06, None), 0.07: (98.03, 0.13, [10, 25, 104]), 0
              0.45: (94.07, 0.49, [2, 2, 3])}
 
 
+def _published_cr(ranks, cr_key):
+    """c.r. of the published ranks [conv1, conv2, fc1] (+ dense classifier) under a named definition."""
+    from dlrt_ref.train.accounting import WeightShape, compression_rate
+
+    rows = [WeightShape(20, 25, ranks[0]), WeightShape(50, 500, ranks[1]), WeightShape(500, 800, ranks[2]),
+            WeightShape(10, 500, None)]
+    return compression_rate(rows, cr_key[3:].replace("_", "-"))
+
+
 def train_lenet(tau, seed, epochs, subset, test_subset, validation, backend, tag):
     """One thesis-style LeNet5 run (``tau=None``: dense); the per-epoch record plus the chosen row."""
     from dlrt_ref.nn import lenet5
@@ -130,8 +139,10 @@ def plot(data: dict, out_dir):
              "cr_thesis_train_grads": "thesis-train-grads"}
     for k, (c, lab) in enumerate(names.items()):
         ax.plot(tf, [100 * x[f"{c}_mean"] for x in s], "o-", color=f"C{k}", label=f"ours c.r. {lab}")
+        ax.plot(pt, [100 * _published_cr(v[2], c) for v in pv], "x--", color=f"C{k}", alpha=0.7,
+                label=f"[T] ranks counted by {lab}")
     ax.set(xlabel="τ", ylabel="compression rate [%]", title="compression (named definitions)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     ax = axes[2]
     rk = np.array([x["ranks_best_run"] for x in s], dtype=float)
     for j, lname in enumerate(["conv1", "conv2", "fc1"]):

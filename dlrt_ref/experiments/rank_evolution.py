@@ -9,11 +9,14 @@ example τ = 0.07: [65, 63, 62, 62] after epoch 1, [49, 52, 55, 55] at epoch
 Ours: the same network, data, optimiser and batch, correct truncation, start
 rank at the cap ⌊min(m, n)/2⌋ = 100 (a 200-wide layer cannot hold rank 300;
 the published first-epoch ranks are already below 100). He-scaled half-normal
-initial spectrum. Ranks are logged after every step and every epoch.
+initial spectrum. Ranks are logged after every step and every epoch. The same runs with the
+2022 reference codes' truncation (``compat_2022_truncation=True``, the one
+the published numbers were obtained with) are drawn beside them.
 
-Budget. ``full``: τ ∈ {0.07, 0.11, 0.17}, 1 seed, ``EPOCHS_FULL`` = 12 epochs
-on the 50k split — about 5 min on one core (250 epochs ≈ 2 h per τ are out of
-reach). ``quick``: 784-32×4-10, 2 τ, 2 epochs on 2000 images.
+Budget. ``full``: τ ∈ {0.07, 0.11, 0.17} with the correct truncation and
+τ ∈ {0.07, 0.17} with the 2022 codes', 1 seed, ``EPOCHS_FULL`` = 12 epochs on
+the 50k split — about 10 min on one core (250 epochs ≈ 2 h per τ are out of
+reach). ``quick``: 784-32×4-10, 2 τ (+ 1 compat), 2 epochs on 2000 images.
 """
 from __future__ import annotations
 
@@ -25,9 +28,10 @@ from dlrt_ref.experiments.train_common import load_dataset, train_record
 NAME = "rank_evolution"
 EPOCHS_FULL = 12
 PRESETS = {
-    "quick": dict(d=32, taus=[0.07, 0.17], epochs=2, subset=2000, test_subset=1000, validation="last:500", seed=0),
-    "full": dict(d=200, taus=[0.07, 0.11, 0.17], epochs=EPOCHS_FULL, subset=None, test_subset=None,
-                 validation="last", seed=0),
+    "quick": dict(d=32, taus=[0.07, 0.17], compat_taus=[0.07], epochs=2, subset=2000, test_subset=1000,
+                  validation="last:500", seed=0),
+    "full": dict(d=200, taus=[0.07, 0.11, 0.17], compat_taus=[0.07, 0.17], epochs=EPOCHS_FULL, subset=None,
+                 test_subset=None, validation="last", seed=0),
 }
 LR, BATCH = 1e-3, 256
 # [P]: tau -> {epoch: ranks of layers 1-4}
@@ -45,17 +49,19 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
     widths = [784, d, d, d, d, 10]
     caps = [min(a, b) // 2 for a, b in zip(widths[:-2], widths[1:-1])]
     data = load_dataset("mnist", True, cfg["validation"], seed, cfg["subset"], cfg["test_subset"])
-    runs = {}
-    for tau in cfg["taus"]:
-        net = mlp(widths, ranks=caps + [None], seed=seed, backend=backend)
-        trainer = DLRT(net, Adam(LR), method="ra-bug", tau=tau)
-        from dlrt_ref.train.loop import fit
+    from dlrt_ref.train.loop import fit
 
+    runs = {}
+    jobs = [(t, False) for t in cfg["taus"]] + [(t, True) for t in cfg.get("compat_taus", [])]
+    for tau, compat in jobs:
+        net = mlp(widths, ranks=caps + [None], seed=seed, backend=backend)
+        trainer = DLRT(net, Adam(LR), method="ra-bug", tau=tau, compat_2022_truncation=compat)
+        key = f"{tau} compat-2022" if compat else str(tau)
         hist = fit(trainer, data, cfg["epochs"], BATCH, seed=seed, log_every=0,
-                   log=lambda line, t=tau: print(f"[{NAME} tau={t}] {line}", flush=True))
+                   log=lambda line, k=key: print(f"[{NAME} tau={k}] {line}", flush=True))
         steps = hist.steps
         every = max(1, len(steps) // 400)  # keep <= ~400 step samples per run in the JSON
-        runs[str(tau)] = {
+        runs[key] = {
             "epoch_ranks": [e["ranks"] for e in hist.epochs],
             "epoch_test_acc": [e["test_acc"] for e in hist.epochs],
             "epoch_cr_eval": [e["cr"]["cr_eval"] for e in hist.epochs],
@@ -64,7 +70,7 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
             "steps_per_epoch": len(steps) // max(1, len(hist.epochs)),
         }
     return {"widths": widths, "start_ranks": caps, "lr": LR, "batch": BATCH, "epochs": cfg["epochs"],
-            "taus": cfg["taus"], "seed": seed, "subset": cfg["subset"], "runs": runs,
+            "taus": cfg["taus"], "compat_taus": cfg.get("compat_taus", []), "seed": seed, "subset": cfg["subset"], "runs": runs,
             "published": {str(t): {str(e): r for e, r in v.items()} for t, v in PUBLISHED.items()},
             "budget": f"{len(cfg['taus'])} tau x 1 seed x {cfg['epochs']} epochs, train {cfg['subset'] or '50k'}",
             "cr_definition": "eval"}
@@ -73,8 +79,12 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
 def plot(data: dict, out_dir):
     plt = pyplot()
     taus = list(data["runs"])
-    fig, axes = plt.subplots(1, len(taus), figsize=(5.2 * len(taus), 4.4), squeeze=False)
-    for ax, tau in zip(axes[0], taus):
+    ncol = min(3, len(taus))
+    nrow = -(-len(taus) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(5.4 * ncol, 4.4 * nrow), squeeze=False)
+    for ax in axes.flat[len(taus):]:
+        ax.set_visible(False)
+    for ax, tau in zip(axes.flat, taus):
         r = data["runs"][tau]
         spe = r["steps_per_epoch"]
         x_steps = np.array(r["step"], dtype=float) / spe
@@ -83,14 +93,16 @@ def plot(data: dict, out_dir):
         for j in range(ranks.shape[1]):
             ax.plot(x_steps, ranks[:, j], color=f"C{j}", alpha=0.5, linewidth=0.8)
             ax.plot(np.arange(1, len(er) + 1), er[:, j], "o", color=f"C{j}", markersize=4, label=f"layer {j + 1}")
-        pub = data["published"].get(tau, {})
+        pub = data["published"].get(tau.split()[0], {})
         for e, pr in pub.items():
             for j, v in enumerate(pr):
                 ax.plot([float(e)], [v], "*", color=f"C{j}", markersize=11, mec="k",
                         label="[P] (stars)" if j == 0 and e == list(pub)[0] else None)
         acc = 100 * (r["epoch_test_acc"][-1] or np.nan)
-        ax.set(xlabel="epoch", ylabel="rank", yscale="log",
-               title=f"τ = {tau}: final test acc {acc:.2f} %, c.r. eval {100 * r['epoch_cr_eval'][-1]:.1f} %")
+        trunc = "2022 codes' truncation" if "compat" in tau else "correct truncation"
+        ax.set(xlabel="epoch (log)", ylabel="rank", ylim=(0, None),
+               title=f"τ = {tau.split()[0]}, {trunc}\nfinal test acc {acc:.2f} %, c.r. eval "
+                     f"{100 * r['epoch_cr_eval'][-1]:.1f} %")
         if pub and max(float(e) for e in pub) > 2 * len(er):
             ax.set_xscale("log")
         ax.legend(fontsize=7)

@@ -105,7 +105,7 @@ def plot(data: dict, out_dir):
                         ("step_s", "train step (bug)", "C2")):
         ax.plot(x, [rows[k][key] for k in crs], "o-", color=c, label=f"ours {lab}")
         ax.axhline(rows["dense"][key], color=c, linestyle=":", label=f"ours dense {lab}")
-    ax.set(xlabel="layer-wise compression ratio cr", ylabel="seconds (70k images, 1 thread)", yscale="log",
+    ax.set(xlabel="layer-wise compression ratio cr", ylabel=f"seconds ({data['n_images']} images, 1 thread)", yscale="log",
            title="ours: absolute times")
     ax.legend(fontsize=7)
     ax = axes[1]
