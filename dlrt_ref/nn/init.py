@@ -21,16 +21,20 @@ Low-rank factors
 
 The *shape* of the spectrum is set by ``spectrum``:
 
-* ``"halfnormal"`` (default): the sorted absolute values of r standard normal
-  draws, the initial spectrum of the public DLRT reference codes of 2022;
+* ``"halfnormal"`` (default): the largest r of 2r sorted absolute values of
+  standard normal draws. The public DLRT codes of 2022 draw the 2r diagonal
+  entries of their initial augmented core from |N(0, 1)|; keeping the top half
+  of such a draw gives a spread spectrum without near-zero values;
 * ``"linear"``: :math:`s_k \propto 1 - \tfrac{k}{2r}` (largest over smallest < 2).
 
 The shape matters for rank-adaptive training: τ is *relative*, so the rank at
 which truncation stops removing initial directions depends only on the shape.
 For a nearly flat spectrum of r values, dropping one costs about ‖σ‖²/r, so at
-τ = 0.1 truncation stops near r ≈ 1/τ² = 100 (measured: a 784-500-…-10 MLP
-settles at ranks ≈ 80 with "linear"); the spread half-normal shape lets it go
-to ≈ 50 (measured), where the learned directions then decide.
+τ = 0.1 truncation stops near r ≈ 1/τ² = 100 (measured: the 784-500-…-10 MLP
+settles at ranks ≈ 80 with "linear"). With "halfnormal" it stops near 50 for
+r = 250 and keeps small layers (LeNet5's convolutions, r = 10 and 25) near their
+caps, where the learned directions then decide (simulated truncation of the
+initial spectra; training measurements in the closing notes of issue 4).
 
 The *scale* is chosen so that
 
@@ -129,7 +133,7 @@ def lowrank_factors(n_out: int, n_in: int, rank: int, seed=0, activation: str | 
     V = orthonormal(n_in, rank, rng)  # (n_in, r)
     k = np.arange(rank)
     if spectrum == "halfnormal":
-        s = np.sort(np.abs(rng.standard_normal(rank)))[::-1]  # positive, decreasing (a.s. strictly)
+        s = np.sort(np.abs(rng.standard_normal(2 * rank)))[::-1][:rank]  # top half of 2r draws: positive, decreasing
     elif spectrum == "linear":
         s = 1.0 - k / (2.0 * rank)  # positive, strictly decreasing, s_0/s_{r-1} < 2
     else:
