@@ -404,16 +404,38 @@ def check_layer(layer, x, factors=("K", "L", "S"), seed=0, rtol=1e-7, n_entries=
     return results
 
 
+@contextlib.contextmanager
+def frozen_pooling(net, x):
+    """Freeze every max-pooling layer of ``net`` at its arg-max pattern for input ``x``.
+
+    A network with max pooling is piecewise smooth; its backward is the exact
+    derivative of the piece active at the current point. Inside this context
+    the pooling layers select with the pattern of the current point, so the
+    objective *is* that smooth piece and finite differences of any step size
+    compare against the right derivative instead of straddling a kink.
+    """
+    from dlrt_ref.nn.conv import MaxPool2d
+
+    pools = [layer for layer in net.layers if isinstance(layer, MaxPool2d)]
+    net.forward(x)
+    for p in pools:
+        p.frozen = p._cache[1]
+    try:
+        yield
+    finally:
+        for p in pools:
+            p.frozen = None
+
+
 def check_network(net, loss, x, labels, factors=("K", "L", "S"), seed=0, rtol=1e-6, n_entries=2, taylor=True, h=1e-4,
                   taylor_h0=1e-3, h_entry=1e-3):
     """Directional, entry and Taylor checks of a whole network, once per factor coordinate.
 
     Every low-rank layer is put in the same factor coordinates at once; all
-    ordinary params (dense weights, biases) are coordinates too. For networks
-    with max pooling (not smooth: the arg-max switches under perturbations of
-    relative size ~1e-4 somewhere among thousands of windows) use small steps,
-    e.g. ``h=1e-6, taylor_h0=1e-5`` (``h_entry``, the step of the single-entry
-    checks, may stay larger: one entry moves the pooled values far less).
+    ordinary params (dense weights, biases) are coordinates too. Max-pooling
+    layers are frozen at the arg-max pattern of the point being checked
+    (:func:`frozen_pooling`), so the checks see the smooth piece whose
+    derivative the backward computes.
     """
     results = {}
     dense = [c for layer in net.layers for c in param_coordinates(layer)]
@@ -421,6 +443,7 @@ def check_network(net, loss, x, labels, factors=("K", "L", "S"), seed=0, rtol=1e
     for f in (factors if lowrank else ("params",)):
         with contextlib.ExitStack() as stack:
             fc = [c for layer in lowrank for c in stack.enter_context(factor_coordinates(layer, f))]
+            stack.enter_context(frozen_pooling(net, x))
             obj = network_objective(net, loss, x, labels, dense + fc)
             results[f] = _all_checks(obj, seed, rtol, n_entries, taylor, h, taylor_h0, h_entry)
     return results

@@ -183,10 +183,17 @@ class MaxPool2d(Layer):
 
     Forward :math:`y_{bcij} = \max_{(u,v)} x_{b,c,si+u,sj+v}`; the backward sends
     :math:`\Delta_{bcij}` to the (first) arg-max of each window (a subgradient at ties).
+
+    ``frozen``: an arg-max pattern (B, C, Ho, Wo) to select with instead of the
+    arg-max, or None. With the pattern of a point θ frozen, the layer is the
+    smooth (linear) piece active at θ, whose derivative the backward computes;
+    gradient checks freeze it so that finite differences never straddle a kink
+    (see :func:`dlrt_ref.gradcheck.frozen_pooling`).
     """
 
     def __init__(self, k, stride=None):
         self.params, self.grads, self._cache = {}, {}, None
+        self.frozen = None
         self.k = int(k)
         self.stride = self.k if stride is None else int(stride)
         if self.k < 1 or self.stride < 1:
@@ -203,9 +210,13 @@ class MaxPool2d(Layer):
         windows = xp.stack(
             [x[:, :, i : i + s * Ho : s, j : j + s * Wo : s] for i in range(k) for j in range(k)]
         )  # (k², B, C, Ho, Wo): window offset first
-        arg = windows.argmax(axis=0)  # (B, C, Ho, Wo), offset index i*k + j
+        if self.frozen is None:
+            arg = windows.argmax(axis=0)  # (B, C, Ho, Wo), offset index i*k + j
+        else:
+            arg = self.frozen
+            check_shape(self, arg, "frozen arg-max pattern", (B, C, Ho, Wo))
         self._cache = (x.shape, arg)
-        return windows.max(axis=0)  # (B, C, Ho, Wo)
+        return xp.take_along_axis(windows, arg[None], axis=0)[0]  # (B, C, Ho, Wo): the selected entries
 
     def backward(self, dy):
         x_shape, arg = self._cached()

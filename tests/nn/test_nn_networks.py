@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlrt_ref import gradcheck as gc
-from dlrt_ref.nn import Dense, LowRankConv2d, LowRankLinear, SoftmaxCrossEntropy, lenet5, mlp
+from dlrt_ref.nn import Sequential, Dense, LowRankConv2d, LowRankLinear, SoftmaxCrossEntropy, lenet5, mlp
 from dlrt_ref.nn.init import lowrank_factors
 
 F64 = np.float64
@@ -38,10 +38,25 @@ def test_lenet5_gradients_tanh(ranks, B, seed):
     rng = np.random.default_rng(seed)
     net = lenet5(ranks, activation="tanh", dtype=F64, seed=seed)
     x, labels = rng.random((B, 1, 28, 28)), rng.integers(0, 10, B)
-    # max pooling is not smooth: a random direction moves thousands of pooled windows at once,
-    # so directional and Taylor checks use small steps (see check_network)
-    gc.check_network(net, SoftmaxCrossEntropy(), x, labels, seed=seed % 1000, rtol=1e-6,
-                     h=1e-6, taylor_h0=1e-5, h_entry=1e-5)
+    # max pooling is only piecewise smooth: check_network freezes the arg-max pattern of this point,
+    # so the default finite-difference steps compare against the derivative of the active piece
+    gc.check_network(net, SoftmaxCrossEntropy(), x, labels, seed=seed % 1000, rtol=1e-6)
+
+
+def test_frozen_pooling_is_the_active_piece():
+    """Frozen at x's pattern, the pooling gives the same output at x, and is linear in its input."""
+    from dlrt_ref.nn.conv import MaxPool2d
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 6, 6))
+    net = Sequential([MaxPool2d(2)])
+    y = net.forward(x)
+    with gc.frozen_pooling(net, x):
+        np.testing.assert_array_equal(net.forward(x), y)
+        d = rng.standard_normal(x.shape)
+        np.testing.assert_allclose(net.forward(x + d), y + net.forward(d), rtol=1e-12, atol=1e-12)
+    assert net.layers[0].frozen is None  # restored
+    assert not np.allclose(net.forward(x + 10 * d), y + 10 * net.forward(d))  # unfrozen: not linear
 
 
 def test_builders_structure():
