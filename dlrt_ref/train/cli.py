@@ -31,7 +31,7 @@ DEFAULTS = {
     "widths": {"mlp": "784,500,500,500,500,10"},
     "method": "ra-bug",
     "optimizer": "adam",
-    "ortho": "householder",  # orthonormalisation of K, L (cholqr2: GEMM-based, much faster at large widths)
+    "ortho": "cholqr2",  # orthonormalisation of K, L: CholeskyQR2 (GEMM-based, ~3x faster ra-bug steps at width 5120, same results to round-off; falls back to Householder when ill-conditioned)
     "lr": 1e-3,
     "tau": 0.1,  # rank-adaptive methods only
     "initial_rank_adaptive": "r_max",  # ra-bug/parallel start at r_max = ⌊min(m, n)/2⌋ (or --r-max)
