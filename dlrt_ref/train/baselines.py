@@ -30,7 +30,7 @@ from dlrt_ref.nn.layers import Dense
 from dlrt_ref.nn.loss import SoftmaxCrossEntropy
 from dlrt_ref.nn.lowrank import LowRankLinear
 from dlrt_ref.nn.network import Sequential
-from dlrt_ref.train.dlrt import DLRT, NonFiniteLossError, StepInfo
+from dlrt_ref.train.dlrt import DLRT, StepInfo, Trainer
 from dlrt_ref.train.optim import Optimizer
 
 __all__ = ["dense_trainer", "UVTrainer", "SOnlyTrainer", "svd_truncate"]
@@ -43,30 +43,8 @@ def dense_trainer(net, optimizer: Optimizer, **kw) -> DLRT:
     return DLRT(net, optimizer, method="bug", **kw)
 
 
-class _FactorTrainer:
-    """Shared pieces: one forward/backward pass, dense-parameter updates, bookkeeping."""
-
-    def __init__(self, net, optimizer: Optimizer, loss=None):
-        self.net, self.opt = net, optimizer
-        self.loss = loss if loss is not None else SoftmaxCrossEntropy()
-        self.layers = net.lowrank_layers()
-        self.steps = 0
-
-    def _pass(self, x, y) -> float:
-        loss = self.loss.forward(self.net.forward(x), y)
-        if not np.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite loss {loss} at step {self.steps}")
-        self.net.backward(self.loss.backward())
-        return loss
-
-    def _update_dense(self):
-        index = {id(l): k for k, l in enumerate(self.net.layers)}
-        for layer, name in self.net.dense_params():
-            key = ("dense", index[id(layer)], name)  # same keys as DLRT
-            layer.params[name] = self.opt.update(key, layer.params[name], layer.grads[name])
-
-    def ranks(self) -> list:
-        return [l.rank for l in self.layers]
+class _FactorTrainer(Trainer):
+    """Baselines that update factors directly (no integrator): one pass per step."""
 
 
 class UVTrainer(_FactorTrainer):

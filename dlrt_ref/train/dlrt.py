@@ -30,7 +30,7 @@ from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.nn.loss import SoftmaxCrossEntropy
 from dlrt_ref.train.optim import Optimizer
 
-__all__ = ["DLRT", "StepInfo", "TRAIN_METHODS", "NonFiniteLossError"]
+__all__ = ["Trainer", "DLRT", "StepInfo", "TRAIN_METHODS", "NonFiniteLossError"]
 
 TRAIN_METHODS = ("ra-bug", "bug", "ksl", "parallel")
 PASSES = {"ra-bug": 1, "parallel": 1, "bug": 2, "ksl": 3}
@@ -50,7 +50,41 @@ class StepInfo:
     seconds: float = 0.0
 
 
-class DLRT:
+class Trainer:
+    """What every trainer shares: one forward/backward pass, dense-parameter updates, ranks.
+
+    Subclasses (:class:`DLRT`, and the baselines of :mod:`dlrt_ref.train.baselines`)
+    implement ``step(x, y) -> StepInfo``.
+    """
+
+    def __init__(self, net, optimizer: Optimizer, loss=None):
+        self.net, self.opt = net, optimizer
+        self.loss = loss if loss is not None else SoftmaxCrossEntropy()
+        self.layers = net.lowrank_layers()
+        self.steps = 0
+
+    def _pass(self, x, y) -> float:
+        """One forward and backward pass; returns the loss."""
+        logits = self.net.forward(x)
+        loss = self.loss.forward(logits, y)
+        if not np.isfinite(loss):
+            raise NonFiniteLossError(f"non-finite loss {loss} at step {self.steps}")
+        self.net.backward(self.loss.backward())
+        return loss
+
+    def _update_dense(self):
+        """Optimiser step on every ordinary parameter (biases, dense layers) with its gradient of the last pass."""
+        index = {id(l): k for k, l in enumerate(self.net.layers)}
+        for layer, name in self.net.dense_params():
+            key = ("dense", index[id(layer)], name)  # stable across checkpoints
+            layer.params[name] = self.opt.update(key, layer.params[name], layer.grads[name])
+
+    def ranks(self) -> list:
+        """Current rank of every low-rank layer, in forward order."""
+        return [l.rank for l in self.layers]
+
+
+class DLRT(Trainer):
     """Dynamical low-rank training of a :class:`~dlrt_ref.nn.Sequential`.
 
     Parameters
@@ -85,13 +119,11 @@ class DLRT:
             raise ValueError(f"tau must be a finite number >= 0, got {tau}")
         if r_min < 1:
             raise ValueError(f"r_min must be >= 1, got {r_min}")
-        self.net, self.opt, self.method = net, optimizer, method
+        super().__init__(net, optimizer, loss)
+        self.method = method
         self.tau, self.r_min, self.r_max = float(tau), int(r_min), r_max
         self.compat = bool(compat_2022_truncation)
         self.ortho = ortho
-        self.loss = loss if loss is not None else SoftmaxCrossEntropy()
-        self.layers = net.lowrank_layers()
-        self.steps = 0
 
     # -- pieces ---------------------------------------------------------------
     def _rule(self, layer) -> dict:
@@ -100,21 +132,6 @@ class DLRT:
         m, n = layer.shape
         r_max = self.r_max if self.r_max is not None else max(1, min(m, n) // 2)
         return dict(tau=self.tau, r_min=min(self.r_min, r_max), r_max=r_max, compat_2022=self.compat)
-
-    def _pass(self, x, y) -> float:
-        """One forward and backward pass; returns the loss."""
-        logits = self.net.forward(x)
-        loss = self.loss.forward(logits, y)
-        if not np.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite loss {loss} at step {self.steps}")
-        self.net.backward(self.loss.backward())
-        return loss
-
-    def _update_dense(self):
-        index = {id(l): k for k, l in enumerate(self.net.layers)}
-        for layer, name in self.net.dense_params():
-            key = ("dense", index[id(layer)], name)  # stable across checkpoints
-            layer.params[name] = self.opt.update(key, layer.params[name], layer.grads[name])
 
     # -- one step -------------------------------------------------------------
     def step(self, x, y) -> StepInfo:
@@ -154,7 +171,3 @@ class DLRT:
             l.set_factors(res.Y.U, res.Y.S, res.Y.V)
         self.steps += 1
         return StepInfo(first_loss, passes, [l.rank for l in layers], time.perf_counter() - t_start)
-
-    # -- inspection -------------------------------------------------------------
-    def ranks(self) -> list:
-        return [l.rank for l in self.layers]
