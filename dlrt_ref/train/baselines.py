@@ -23,11 +23,9 @@ from __future__ import annotations
 import copy
 import time
 
-import numpy as np
 
 from dlrt_ref.nn.conv import Conv2d, LowRankConv2d
 from dlrt_ref.nn.layers import Dense
-from dlrt_ref.nn.loss import SoftmaxCrossEntropy
 from dlrt_ref.nn.lowrank import LowRankLinear
 from dlrt_ref.nn.network import Sequential
 from dlrt_ref.train.dlrt import DLRT, StepInfo, Trainer
