@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import time
 
-
 from dlrt_ref.nn.conv import Conv2d, LowRankConv2d
 from dlrt_ref.nn.layers import Dense
 from dlrt_ref.nn.lowrank import LowRankLinear
