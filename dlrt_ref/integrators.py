@@ -137,20 +137,33 @@ def s_flow(U, V, F0=None, lin=None, sign=1.0) -> SubFlow:
 
 
 def augment(K1, U0, ortho: str = "householder"):
-    """Augmented basis Û = orth([K1 | U0]) and M̂ = Û^* U0 ([CKL22] Alg. 1, step 1).
+    """Augmented basis Û of span([K1 | U0]) and M̂ = Û^* U0 ([CKL22] Alg. 1, step 1).
 
     span(Û) ⊇ span(U0), so Û M̂ = U0 and Û (M̂ S0 N̂^*) V̂^* = Y0 exactly.
     Returns (Û (m×k̂), M̂ (k̂×r)) with k̂ = min(m, 2r).
+
+    The span is the paper's; the basis puts U0 first, Û = [U0 | Ũ] with Ũ an
+    orthonormal basis of the part of K1 orthogonal to U0 (as in [CKL24]). The
+    Galerkin S-step and the truncation do not depend on the basis of the span
+    (they are invariant under Û ↦ ÛQ), but a per-coordinate optimiser state
+    (Adam's second moment) does: with U0 first, the old coordinates stay
+    coordinates of the new core, M̂ = [I; 0], and the state of S maps exactly.
+
+    ``"householder"``: Û = Q factor of [U0 | K1] (its first r columns are U0 up
+    to column signs), M̂ = Û^* U0.
+    ``"cholqr2"``: Ũ by :func:`orthonormalise_after` — GEMMs only; a GEMM-based
+    QR of [U0 | K1] itself would always fall back, because the matrix is nearly
+    rank-deficient in DLRT (K1 = U0 S0 + O(h)). Then M̂ = [I; 0] exactly.
     """
     xp = array_module(K1, U0)
     if ortho == "householder":
-        U_hat = orthonormalise(xp.concatenate([K1, U0], axis=1), ortho)  # (m, 2r) -> (m, k̂)
-    else:
-        # the same Q factor of [K1 | U0] (up to column signs), by blocks: [K1 | U0] is nearly
-        # rank-deficient (K1 = U0 S0 + O(h)), so a GEMM-based QR of it would always fall back
-        Q1 = orthonormalise(K1, ortho)  # (m, r)
-        U_hat = xp.concatenate([Q1, orthonormalise_after(Q1, U0, ortho)], axis=1)  # (m, k̂)
-    return U_hat, _H(U_hat) @ U0  # (k̂, m) @ (m, r) -> (k̂, r)
+        U_hat = orthonormalise(xp.concatenate([U0, K1], axis=1), ortho)  # (m, 2r) -> (m, k̂)
+        return U_hat, _H(U_hat) @ U0  # (k̂, m) @ (m, r) -> (k̂, r)
+    r = U0.shape[1]
+    U_tilde = orthonormalise_after(U0, K1, ortho)  # (m, k̂ - r), ⟂ U0
+    U_hat = xp.concatenate([U0, U_tilde], axis=1)  # (m, k̂)
+    M_hat = xp.concatenate([xp.eye(r, dtype=U0.dtype), xp.zeros((U_tilde.shape[1], r), dtype=U0.dtype)])  # [I; 0]
+    return U_hat, M_hat
 
 
 def truncate_core(U_hat, S_hat, V_hat, **rule) -> tuple[LowRankMatrix, Truncation]:
@@ -228,7 +241,8 @@ def ra_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", 
     """Rank-adaptive BUG step ([CKL22] Alg. 1).
 
     1. K- and L-steps from Y0 (as in :func:`bug_stages`).
-    2. Û = orth([K1 | U0]), V̂ = orth([L1 | V0]); M̂ = Û^* U0, N̂ = V̂^* V0.
+    2. Û = orth([K1 | U0]), V̂ = orth([L1 | V0]) (as bases [U0 | Ũ], [V0 | Ṽ],
+       see :func:`augment`); M̂ = Û^* U0, N̂ = V̂^* V0.
     3. Galerkin S-step on the (≤2r)×(≤2r) core from S̃0 = M̂ S0 N̂^*.
        Since Û S̃0 V̂^* = Y0, its field at t0 is the one already computed:
        one field evaluation per step with Euler sub-steps.
