@@ -17,6 +17,7 @@ subset, 2 epochs.
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from dlrt_ref.experiments.plotting import pyplot, save
 
@@ -80,6 +81,7 @@ def plot(data: dict, out_dir):
                              linestyle=["-", "--", ":", "-."][j % 4], label=f"{label} layer {j + 1}")
     axes[0].set(xlabel="step", ylabel="batch loss (running mean)", yscale="log", title="training loss")
     axes[1].set(xlabel="epoch", ylabel="test accuracy [%]", title="test accuracy after each epoch")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[2].set(xlabel="step", ylabel="rank", title=f"ranks (ra-bug, τ = {data['tau']})")
     for ax in axes:
         ax.grid(alpha=0.3)
