@@ -100,11 +100,11 @@ def plot(data: dict, out_dir):
                         label="[P] (stars)" if j == 0 and e == list(pub)[0] else None)
         acc = 100 * (r["epoch_test_acc"][-1] or np.nan)
         trunc = "2022 codes' truncation" if "compat" in tau else "correct truncation"
-        ax.set(xlabel="epoch (log)", ylabel="rank", ylim=(0, None),
+        ax.set(xlabel="epoch", ylabel="rank", ylim=(0, None),
                title=f"τ = {tau.split()[0]}, {trunc}\nfinal test acc {acc:.2f} %, c.r. eval "
                      f"{100 * r['epoch_cr_eval'][-1]:.1f} %")
         if pub and max(float(e) for e in pub) > 2 * len(er):
-            ax.set_xscale("log")
+            ax.set(xscale="log", xlabel="epoch (log)")
         ax.legend(fontsize=7)
     w = "-".join(map(str, data["widths"]))
     fig.suptitle(f"Ranks during ra-bug training, MLP {w}, Adam {data['lr']}, batch {data['batch']}, "
