@@ -15,7 +15,7 @@ recorded beside the layer-wise cr.
 
 Budget. ``full``: 7 cr values + dense, 1 seed (no std: the shared cores did
 not allow more), ``EPOCHS_FULL`` = 2 epochs on a 6k stratified training
-subset, full 10k test set — about 4 min on one quiet core, ~8 under load;
+subset, full 10k test set — 4.6 min measured on one loaded core;
 a short-budget curve, well below convergence (the thesis trains 10 epochs on
 60k). ``quick``: 3 cr values + dense, 1 seed, 1 epoch on 512 images.
 """

@@ -18,7 +18,7 @@ its absolute values differ from ours at equal d.
 
 Budget. ``full``: 2 seeds, ``EPOCHS_FULL`` = 5 "epochs" of a 2560-image
 stratified subset (20 batches each, 100 SGD steps in all), test accuracy on
-2000 test images after each — about 10 min on a loaded core. The x axis is
+2000 test images after each — 5.3 min measured on a loaded core. The x axis is
 SGD steps, so the published epochs sit at 469·e steps: our budget covers
 only the first fifth of the published first epoch. ``quick``: d ∈ {1, 10},
 1 seed, 2 × 5 steps.

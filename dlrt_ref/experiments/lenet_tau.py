@@ -21,9 +21,8 @@ epochs on a 4k stratified training subset (the full 10k test set) — the grid
 shows the ranks and c.r. against τ, its accuracies are far from converged;
 plus one longer run at τ = 0.11 (``LONG_EPOCHS`` = 3 epochs) and a dense run
 (1 epoch), seed 0, on the 55k training images, to compare with the thesis
-and to measure how far the short budget is from convergence — about
-20–25 min on one loaded core (~0.3 s per ra-bug step under load, 0.12 s
-quiet). ``quick``: 2 τ + dense, 1 seed, 1 epoch on 512 images.
+and to measure how far the short budget is from convergence — 12.3 min
+measured on one loaded core (0.13–0.5 s per ra-bug step depending on load). ``quick``: 2 τ + dense, 1 seed, 1 epoch on 512 images.
 """
 from __future__ import annotations
 

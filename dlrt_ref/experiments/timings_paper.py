@@ -17,8 +17,8 @@ measured in the same run, are.
 
 Budget. ``full``: ranks 5 … 1280 (2560 left out: one step ≈ 4 QR of
 5120×2560 per layer, minutes on one core), 3 repeats (2 for r ≥ 640 and
-dense), prediction timed on 2000 test images and scaled ×5 to 10k — about
-3 min. ``quick``: 784-256×4-10, ranks 4, 16, 64, 1 repeat, 500 test images.
+dense), prediction timed on 2000 test images and scaled ×5 to 10k — 1.6 min
+measured. ``quick``: 784-256×4-10, ranks 4, 16, 64, 1 repeat, 500 test images.
 """
 from __future__ import annotations
 
