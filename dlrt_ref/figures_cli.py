@@ -3,9 +3,9 @@
 For each selected experiment NAME (registry: :data:`dlrt_ref.experiments.EXPERIMENTS`)
 this writes ``OUT/NAME.png``, ``OUT/NAME.pdf`` and ``OUT/data/NAME.json``
 (the data the figure was drawn from, plus preset, backend and seconds).
-``--preset full`` (default) writes to ``figures/`` (committed);
-``--preset quick`` writes to ``figures/quick/`` (git-ignored) — small
-versions for tests. ``--only ode`` selects every experiment whose name starts
+With no arguments it runs the quick preset of every experiment, into
+``figures/quick/`` (git-ignored), so a user's run never overwrites the
+committed results; ``--preset full`` writes to ``figures/`` (committed). ``--only ode`` selects every experiment whose name starts
 with "ode". The ODE experiments run on the host whatever ``--backend`` says
 (their problems are small); the backend is recorded in the JSON.
 """
@@ -24,8 +24,8 @@ DEFAULT_OUT = {"full": Path("figures"), "quick": Path("figures/quick")}
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--preset", choices=PRESETS, default="full",
-                   help="quick: seconds, into figures/quick/; full: the committed figures (default)")
+    p.add_argument("--preset", choices=PRESETS, default="quick",
+                   help="quick (default): small versions, into figures/quick/; full: the committed figures, into figures/")
     p.add_argument("--only", nargs="+", metavar="NAME", default=None,
                    help="run only these experiments (a prefix selects all that start with it, e.g. 'ode')")
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="array backend")

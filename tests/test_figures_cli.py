@@ -40,3 +40,15 @@ def test_selection_and_bad_names(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["figures", "--preset", "slow"])
     assert exc.value.code == 2
+
+
+def test_no_arguments_means_quick_into_figures_quick():
+    """A plain ``figures`` run must never overwrite the committed full-preset results."""
+    from pathlib import Path
+
+    from dlrt_ref.cli import build_parser
+    from dlrt_ref.figures_cli import DEFAULT_OUT
+
+    args = build_parser().parse_args(["figures"])
+    assert args.preset == "quick" and args.only is None and args.out is None
+    assert DEFAULT_OUT["quick"] == Path("figures/quick") and DEFAULT_OUT["full"] == Path("figures")
