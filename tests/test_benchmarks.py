@@ -12,21 +12,10 @@ import sys
 
 import pytest
 
+from json_helpers import json_numbers
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "step_time.py")
-
-
-def _numbers(obj):
-    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
-        return
-    if isinstance(obj, (int, float)):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _numbers(v)
 
 
 def test_quick_mode_writes_valid_json(tmp_path):
@@ -37,7 +26,7 @@ def test_quick_mode_writes_valid_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ms/step" in proc.stdout and "wrote" in proc.stdout
     doc = json.loads(out.read_text())  # strict JSON: NaN/inf would have been refused at write time
-    assert all(math.isfinite(x) for x in _numbers(doc))
+    assert all(math.isfinite(x) for x in json_numbers(doc))
     assert doc["machine"]["thread_env"]["OPENBLAS_NUM_THREADS"] == "1"  # --threads took effect by re-exec
     assert doc["machine"]["cpu_count"] >= 1 and len(doc["load_before"]) == 3 and "blas" in doc["machine"]
     assert set(doc["networks"]) == {"paper", "thesis"}

@@ -12,20 +12,10 @@ import pytest
 
 from dlrt_ref.cli import main
 from dlrt_ref.experiments import EXPERIMENTS
+from json_helpers import json_numbers
 
 NAMES = ["fc_tau_sweep", "rank_evolution", "lenet_tau", "acc_vs_cr", "dlrt_vs_uv", "finetune",
          "timings_paper", "timings_thesis"]
-
-
-def _numbers(obj):
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _numbers(v)
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        yield obj
 
 
 def _finite_acc(a):
@@ -51,7 +41,7 @@ def test_files_and_finite_numbers(quick_out, name):
     for path in (quick_out / f"{name}.png", quick_out / f"{name}.pdf", quick_out / "data" / f"{name}.json"):
         assert path.is_file() and path.stat().st_size > 0, path
     data = _data(quick_out, name)
-    nums = list(_numbers(data))
+    nums = list(json_numbers(data))
     assert nums and all(math.isfinite(x) for x in nums)
     assert "budget" in data
 

@@ -6,17 +6,7 @@ import pytest
 
 from dlrt_ref.cli import main
 from dlrt_ref.experiments import EXPERIMENTS, select
-
-
-def _numbers(obj):
-    if isinstance(obj, dict):
-        for v in obj.values():
-            yield from _numbers(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _numbers(v)
-    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
-        yield obj
+from json_helpers import json_numbers
 
 
 def test_quick_ode_figures(tmp_path, capsys):
@@ -28,7 +18,7 @@ def test_quick_ode_figures(tmp_path, capsys):
             assert path.is_file() and path.stat().st_size > 0, path
         rec = json.loads((tmp_path / "data" / f"{name}.json").read_text())
         assert rec["name"] == name and rec["preset"] == "quick"
-        nums = list(_numbers(rec["data"]))
+        nums = list(json_numbers(rec["data"]))
         assert nums and all(math.isfinite(x) for x in nums)
 
 
