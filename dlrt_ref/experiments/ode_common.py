@@ -1,4 +1,4 @@
-"""Helpers shared by the ``ode_*`` experiments: one guarded integration run."""
+"""Helpers shared by the ``ode_*`` experiments: one guarded integration run, and error curves with a cap."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,3 +31,19 @@ def error_or_none(P, sol):
     with np.errstate(all="ignore"):
         e = P.error(sol.Y, P.T)
     return float(e) if np.isfinite(e) else None
+
+
+def loglog_capped(ax, x, errors: dict, cap: float, style: dict) -> bool:
+    """Draw one log-log error curve per method; diverged (None/inf) or > cap values are drawn at cap.
+
+    Returns whether any value was capped (the caller says so on the axes).
+    """
+    from dlrt_ref.experiments.plotting import as_float
+
+    clipped = False
+    for m, values in errors.items():
+        e = as_float(values)
+        bad = ~np.isfinite(e) | (e > cap)
+        clipped |= bool(bad.any())
+        ax.loglog(x, np.where(bad, cap, e), label=m, markersize=5, linewidth=1.2, **style[m])
+    return clipped

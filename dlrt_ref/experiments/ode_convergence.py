@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from dlrt_ref.experiments.ode_common import error_or_none, run_method
-from dlrt_ref.experiments.plotting import STYLE, as_float, pyplot, save
+from dlrt_ref.experiments.ode_common import error_or_none, loglog_capped, run_method
+from dlrt_ref.experiments.plotting import STYLE, pyplot, save
 from dlrt_ref.integrators import INTEGRATORS
 from dlrt_ref.ode.problems import toy
 
@@ -56,12 +56,7 @@ def plot(data: dict, out_dir):
     for ax, key in zip(np.atleast_1d(axes), keys):
         d = data["panels"][key]
         r = d["rank"]
-        clipped = False
-        for m in data["methods"]:
-            e = as_float(d["errors"][m])
-            bad = ~np.isfinite(e) | (e > CAP)
-            clipped |= bool(bad.any())
-            ax.loglog(h, np.where(bad, CAP, e), label=m, markersize=5, linewidth=1.2, **STYLE[m])
+        clipped = loglog_capped(ax, h, {m: d["errors"][m] for m in data["methods"]}, CAP, STYLE)
         ax.axhline(d["best_error"], color="0.4", linestyle=":", linewidth=2,
                    label=f"best rank-{r} error {d['best_error']:.1e}")
         if not d["increments"]:

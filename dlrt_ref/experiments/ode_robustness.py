@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrt_ref.experiments.ode_common import error_or_none, run_method
-from dlrt_ref.experiments.plotting import STYLE, as_float, pyplot, save
+from dlrt_ref.experiments.ode_common import error_or_none, loglog_capped, run_method
+from dlrt_ref.experiments.plotting import STYLE, pyplot, save
 from dlrt_ref.ode.problems import sylvester
 
 NAME = "ode_robustness"
@@ -42,12 +42,7 @@ def plot(data: dict, out_dir):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     s = np.array(data["sigma_min"])
-    clipped = False
-    for m in data["errors"]:
-        e = as_float(data["errors"][m])
-        bad = ~np.isfinite(e) | (e > CAP)
-        clipped |= bool(bad.any())
-        ax.loglog(s, np.where(bad, CAP, e), label=m, markersize=5, linewidth=1.2, **STYLE[m])
+    clipped = loglog_capped(ax, s, data["errors"], CAP, STYLE)
     ax.loglog(s, data["best_error"], color="0.4", linestyle=":", linewidth=2, label=f"best rank-{data['r']} error")
     ax.invert_xaxis()
     ax.set_xlabel(r"smallest singular value $\sigma_r(Y_0)$")
