@@ -310,3 +310,15 @@ def test_teacher_student_ranks_settle_near_the_teachers():
         assert all(r_star - 2 <= r <= r_star + 2 for r in ranks[-1]), (r_star, ranks)
         final[r_star] = ranks[-1]
     assert sum(final[6]) > sum(final[3])
+
+
+def test_step_info_reports_the_truncation_of_each_layer():
+    """ra-bug reports ϑ = τ‖σ‖ and the discarded tail ≤ ϑ per layer; bug (fixed rank) reports none."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((32, WIDTHS[0])), rng.integers(0, WIDTHS[-1], 32)
+    info = DLRT(_net(), SGD(0.1), method="ra-bug", tau=0.2).step(x, y)
+    assert len(info.thetas) == len(info.tails) == 2
+    assert all(0 <= tail <= theta for tail, theta in zip(info.tails, info.thetas))
+    assert any(tail > 0 for tail in info.tails)  # τ = 0.2 does discard something here
+    info = DLRT(_net(), SGD(0.1), method="bug").step(x, y)
+    assert info.thetas == [] and info.tails == []

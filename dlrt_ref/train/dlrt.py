@@ -48,6 +48,10 @@ class StepInfo:
     passes: int  # forward+backward passes used
     ranks: list = field(default_factory=list)  # rank per low-rank layer after the step
     seconds: float = 0.0
+    # rank-adaptive methods: per low-rank layer, the tolerance ϑ applied and the norm of the
+    # discarded singular values (‖Ŷ1 − Y1‖_F); empty for fixed-rank methods
+    thetas: list = field(default_factory=list)
+    tails: list = field(default_factory=list)
 
 
 class Trainer:
@@ -170,4 +174,6 @@ class DLRT(Trainer):
         for l, res in zip(layers, results):
             l.set_factors(res.Y.U, res.Y.S, res.Y.V)
         self.steps += 1
-        return StepInfo(first_loss, passes, [l.rank for l in layers], time.perf_counter() - t_start)
+        truncs = [res.truncation for res in results if res.truncation is not None]
+        return StepInfo(first_loss, passes, [l.rank for l in layers], time.perf_counter() - t_start,
+                        thetas=[t.theta for t in truncs], tails=[t.tail for t in truncs])

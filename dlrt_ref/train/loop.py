@@ -50,7 +50,8 @@ class History:
     Attributes
     ----------
     steps : list of dict
-        Per step: ``step`` (global, from 1), ``epoch``, ``loss``, ``ranks``, ``passes``, ``ms``.
+        Per step: ``step`` (global, from 1), ``epoch``, ``loss``, ``ranks``, ``passes``, ``ms``, and
+        ``tails`` (per low-rank layer, ‖Ŷ1 − Y1‖_F discarded by the truncation; empty at fixed rank).
     epochs : list of dict
         Per epoch: ``epoch``, ``train_loss`` (mean batch loss), ``val_loss``,
         ``val_acc`` (None without validation data), ``test_loss``, ``test_acc``,
@@ -215,7 +216,8 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
                 be.synchronize()
                 ms = 1e3 * (time.perf_counter() - t0)
                 history.steps.append({"step": trainer.steps, "epoch": epoch + 1, "loss": float(info.loss),
-                                      "ranks": list(info.ranks), "passes": int(info.passes), "ms": ms})
+                                      "ranks": list(info.ranks), "passes": int(info.passes), "ms": ms,
+                                      "tails": [float(t) for t in getattr(info, "tails", [])]})
                 if log_every and trainer.steps % log_every == 0:
                     log(f"epoch {epoch + 1}/{epochs} step {b + 1}/{n_batches} (#{trainer.steps}) "
                         f"loss {info.loss:.4f} ranks {list(info.ranks)} {ms:.1f} ms")
