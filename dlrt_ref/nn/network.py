@@ -11,6 +11,8 @@ their backwards in reverse; nothing else is hidden. The training code reads
 """
 from __future__ import annotations
 
+import copy as _copy
+
 import numpy as np
 
 from dlrt_ref.nn.conv import Conv2d, LowRankConv2d, MaxPool2d
@@ -50,6 +52,19 @@ class Sequential:
         for layer in self.layers:
             for name in layer.params:
                 yield layer, name
+
+    def copy(self) -> "Sequential":
+        """An independent copy: every parameter and factor array copied, caches and gradients dropped."""
+        layers = []
+        for layer in self.layers:
+            new = _copy.copy(layer)  # shares only the (immutable) backend and shapes
+            new.params = {k: v.copy() for k, v in layer.params.items()}
+            new.grads, new._cache = {}, None
+            if getattr(layer, "lowrank", False):
+                new.U, new.S, new.V = layer.U.copy(), layer.S.copy(), layer.V.copy()
+                new.grad_op, new._products, new._lr_cache = None, None, None
+            layers.append(new)
+        return Sequential(layers)
 
     def num_params(self) -> int:
         """Trainable numbers: dense params, plus r(n_out+n_in)+r² per low-rank layer."""

@@ -140,3 +140,18 @@ def test_init_scale_of_deep_relu_net(ranks):
     for layer in unit.lowrank_layers():
         layer.set_factors(layer.U, np.eye(layer.rank, dtype=np.float32), layer.V)
     assert float(np.sqrt(np.mean(unit.forward(x) ** 2))) < 1e-2 * rms_in
+
+
+def test_sequential_copy_is_independent():
+    """A copy computes the same function; training the original does not touch the copy."""
+    rng = np.random.default_rng(0)
+    net = lenet5([10, 20, 30, None], dtype=F64, seed=0)
+    x = rng.random((2, 1, 28, 28))
+    twin = net.copy()
+    np.testing.assert_array_equal(twin.forward(x), net.forward(x))
+    for layer in net.lowrank_layers():
+        layer.set_factors(layer.U, 2 * layer.S, layer.V)
+    for layer, name in net.dense_params():
+        layer.params[name] += 1.0
+    assert not np.allclose(twin.forward(x), net.forward(x))
+    assert all(a.U is not b.U for a, b in zip(twin.lowrank_layers(), net.lowrank_layers()))
