@@ -149,16 +149,12 @@ def augment(K1, U0, ortho: str = "householder"):
     (Adam's second moment) does: with U0 first, the old coordinates stay
     coordinates of the new core, M̂ = [I; 0], and the state of S maps exactly.
 
-    ``"householder"``: Û = Q factor of [U0 | K1] (its first r columns are U0 up
-    to column signs), M̂ = Û^* U0.
-    ``"cholqr2"``: Ũ by :func:`orthonormalise_after` — GEMMs only; a GEMM-based
+    Ũ comes from :func:`orthonormalise_after` (``"householder"``: the trailing
+    columns of the Q factor of [U0 | K1]; ``"cholqr2"``: GEMMs only — a GEMM-based
     QR of [U0 | K1] itself would always fall back, because the matrix is nearly
-    rank-deficient in DLRT (K1 = U0 S0 + O(h)). Then M̂ = [I; 0] exactly.
+    rank-deficient in DLRT, K1 = U0 S0 + O(h)). Then M̂ = [I; 0] exactly.
     """
     xp = array_module(K1, U0)
-    if ortho == "householder":
-        U_hat = orthonormalise(xp.concatenate([U0, K1], axis=1), ortho)  # (m, 2r) -> (m, k̂)
-        return U_hat, _H(U_hat) @ U0  # (k̂, m) @ (m, r) -> (k̂, r)
     r = U0.shape[1]
     U_tilde = orthonormalise_after(U0, K1, ortho)  # (m, k̂ - r), ⟂ U0
     U_hat = xp.concatenate([U0, U_tilde], axis=1)  # (m, k̂)
