@@ -28,6 +28,7 @@
 import numpy as np
 
 from _tutorial import QUICK, banner, plt, savefig
+from dlrt_ref.experiments.ode_common import error_or_none, run_method
 from dlrt_ref.integrators import bug_step, integrate, k_flow, ksl_step, l_flow, naive_step, s_flow
 from dlrt_ref.lowrank import LowRankMatrix, orthonormalise
 from dlrt_ref.ode.problems import sylvester, toy
@@ -179,19 +180,19 @@ steps = [4, 16, 64] if QUICK else [2, 4, 8, 16, 32, 64, 128, 256]
 methods = ["ksl", "strang", "bug", "naive"]
 panels = [(10, True), (20, True), (10, False)]
 CAP = 1e2
+
+
+def capped_error(P, method, n):
+    """‖Y_n − A(T)‖_F after n steps; a run that diverges (or breaks down) is drawn at CAP."""
+    e = error_or_none(P, run_method(P, method, n))
+    return CAP if e is None or e >= CAP else e
+
+
 results = {}
 for rr, incr in panels:
     Pp = toy(N=N, r=rr, seed=0, increments=incr)
     for meth in methods:
-        errs = []
-        for n in steps:
-            with np.errstate(all="ignore"):
-                try:
-                    e = Pp.error(integrate(Pp.field, Pp.Y0, 0.0, 1.0, n, meth).Y, 1.0)
-                except np.linalg.LinAlgError:
-                    e = np.inf
-            errs.append(e if np.isfinite(e) and e < CAP else CAP)
-        results[(rr, incr, meth)] = errs
+        results[(rr, incr, meth)] = [capped_error(Pp, meth, n) for n in steps]
     results[(rr, incr, "best")] = Pp.best_error(1.0, rr)
     print(f"r = {rr}, {'increments' if incr else 'derivative'}: "
           + ", ".join(f"{m} {results[(rr, incr, m)][-1]:.2e}" for m in methods) + f" at h = 1/{steps[-1]}")
@@ -212,12 +213,7 @@ print(f"{'σ_r':>8s}  " + "  ".join(f"{m:>9s}" for m in rob))
 for sm in sigmas:
     Ps = sylvester(m=60, n=60, r=8, sigma_min=sm, eps=1e-3, seed=0)
     for meth in rob:
-        with np.errstate(all="ignore"):
-            try:
-                e = Ps.error(integrate(Ps.field, Ps.Y0, 0.0, 1.0, n_syl, meth).Y, 1.0)
-            except np.linalg.LinAlgError:
-                e = np.inf
-        rob[meth].append(e if np.isfinite(e) and e < CAP else CAP)
+        rob[meth].append(capped_error(Ps, meth, n_syl))
     print(f"{sm:8.0e}  " + "  ".join(f"{rob[m][-1]:9.2e}" for m in rob))
 
 # %%
