@@ -15,7 +15,7 @@ from dlrt_ref.experiments import EXPERIMENTS
 from json_helpers import json_numbers
 
 NAMES = ["fc_tau_sweep", "rank_evolution", "lenet_tau", "acc_vs_cr", "dlrt_vs_uv", "finetune",
-         "timings_paper", "timings_thesis"]
+         "timings_paper", "timings_thesis", "tf2022_emulation"]
 
 
 def _finite_acc(a):
@@ -78,6 +78,13 @@ def test_shapes(quick_out):
     assert set(d["rows"]) == {"dense"} | {str(r) for r in d["rows"] if r != "dense"}
     assert all(r["train_s_per_batch"] > 0 and r["predict_s_10k"] > 0 for r in d["rows"].values())
     assert len(d["load_avg_before"]) == 3
+    d = _data(quick_out, "tf2022_emulation")
+    for runs in d["runs"].values():
+        assert len(runs) == 5
+        for r in runs.values():
+            assert len(r["test_acc"]) == len(r["ranks"]) == d["config"]["epochs"] and all(map(_finite_acc, r["test_acc"]))
+            assert all(len(x) == 4 and min(x) >= 2 for x in r["ranks"])
+    assert len(d["fixed_rank"]["test_acc"]) == d["fixed_rank"]["epochs"]
     d = _data(quick_out, "timings_thesis")
     assert len(d["rows"]) == 3 and all(r["step_s"] > 0 for r in d["rows"].values())
 

@@ -59,6 +59,13 @@ def test_compat_flag_changes_the_run(capsys):
     assert a["test_loss"] != b["test_loss"]
 
 
+def test_init_spectrum_option(capsys):
+    a = run_json(capsys, "--tau", "0.2", "--dtype", "float64")
+    b = run_json(capsys, "--tau", "0.2", "--dtype", "float64", "--init-spectrum", "gaussian-product")
+    assert a["config"]["run"]["init_spectrum"] == "halfnormal"
+    assert b["config"]["run"]["init_spectrum"] == "gaussian-product" and a["test_loss"] != b["test_loss"]
+
+
 def test_out_and_resume(capsys, tmp_path):
     out = str(tmp_path / "run")
     full = run_json(capsys, "--epochs", "2", "--dtype", "float64")

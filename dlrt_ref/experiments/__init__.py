@@ -31,6 +31,8 @@ EXPERIMENTS = {
                         "MLP on MNIST: correct truncation vs the 2022 codes' (Vh untransposed), same seed"),
     "fc_tau_sweep": ("dlrt_ref.experiments.fc_tau_sweep",
                      "[P] fully-connected MNIST: accuracy/ranks/c.r. vs tau for d = 500, 784"),
+    "tf2022_emulation": ("dlrt_ref.experiments.tf2022_emulation",
+                         "[P] the 2022 TensorFlow step emulated (and ablated) vs ra-bug and [P]'s logs; fixed rank at [P]'s ranks"),
     "rank_evolution": ("dlrt_ref.experiments.rank_evolution",
                        "[P] ranks of the 4 layers vs epochs, 784-200x4-10, one panel per tau"),
     "lenet_tau": ("dlrt_ref.experiments.lenet_tau",

@@ -25,7 +25,14 @@ The *shape* of the spectrum is set by ``spectrum``:
   standard normal draws. The public DLRT codes of 2022 draw the 2r diagonal
   entries of their initial augmented core from |N(0, 1)|; keeping the top half
   of such a draw gives a spread spectrum without near-zero values;
-* ``"linear"``: :math:`s_k \propto 1 - \tfrac{k}{2r}` (largest over smallest < 2).
+* ``"linear"``: :math:`s_k \propto 1 - \tfrac{k}{2r}` (largest over smallest < 2);
+* ``"gaussian-product"``: the singular values of :math:`A B C` with i.i.d.
+  Gaussian :math:`A` (n_out×r), :math:`B` (r×r), :math:`C` (r×n_in). This is the
+  spectrum *shape* of the initial weight of the 2022 TensorFlow codes of
+  Schotthöfer et al., whose factors U, S, Vᵀ are all drawn entrywise from
+  N(0, 0.05²) (Keras ``random_normal``) without orthonormalisation. The square
+  factor B has singular values down to ≈ 0, so this spectrum spans several
+  decades (s_0/s_{r-1} ≈ 10³–10⁴ for r = 250), unlike the two shapes above.
 
 The shape matters for rank-adaptive training: τ is *relative*, so the rank at
 which truncation stops removing initial directions depends only on the shape.
@@ -101,7 +108,7 @@ def orthonormal(n: int, r: int, seed=0) -> np.ndarray:
     return Q * np.where(np.diag(R) < 0, -1.0, 1.0)  # fix signs: Q is then unique
 
 
-SPECTRA = ("halfnormal", "linear")
+SPECTRA = ("halfnormal", "linear", "gaussian-product")
 
 
 def lowrank_factors(n_out: int, n_in: int, rank: int, seed=0, activation: str | None = "relu", decay: float | None = None,
@@ -119,7 +126,7 @@ def lowrank_factors(n_out: int, n_in: int, rank: int, seed=0, activation: str | 
         Picks the dense variance whose expected Frobenius norm is matched.
     decay : float > 0, optional
         Multiply :math:`s_k` by ``decay**(-k)``, k = 0..rank-1.
-    spectrum : {"halfnormal", "linear"}
+    spectrum : {"halfnormal", "linear", "gaussian-product"}
         Shape of the initial singular values (see the module docstring).
 
     Returns
@@ -136,6 +143,12 @@ def lowrank_factors(n_out: int, n_in: int, rank: int, seed=0, activation: str | 
         s = np.sort(np.abs(rng.standard_normal(2 * rank)))[::-1][:rank]  # top half of 2r draws: positive, decreasing
     elif spectrum == "linear":
         s = 1.0 - k / (2.0 * rank)  # positive, strictly decreasing, s_0/s_{r-1} < 2
+    elif spectrum == "gaussian-product":
+        # σ(A B C) = σ(R_A B R_Cᵀ) with A = Q_A R_A, Cᵀ = Q_C R_C: an r×r SVD instead of n_out×n_in
+        R_A = np.linalg.qr(rng.standard_normal((n_out, rank)), mode="r")  # (r, r)
+        B = rng.standard_normal((rank, rank))  # (r, r)
+        R_C = np.linalg.qr(rng.standard_normal((n_in, rank)), mode="r")  # (r, r)
+        s = np.linalg.svd(R_A @ B @ R_C.T, compute_uv=False)  # (r,), decreasing, > 0 almost surely
     else:
         raise ValueError(f"unknown initial spectrum {spectrum!r}; expected one of {SPECTRA}")
     s *= np.sqrt(n_in * n_out * weight_variance(n_in, n_out, activation) / np.sum(s**2))

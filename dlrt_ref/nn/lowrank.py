@@ -213,7 +213,7 @@ class LowRankLinear(LowRankFactors):
         Selects the scale of the initial singular values (see :mod:`dlrt_ref.nn.init`).
     decay : float, optional
         Initial singular values scaled by ``decay**(-k)``.
-    spectrum : {"halfnormal", "linear"}
+    spectrum : {"halfnormal", "linear", "gaussian-product"}
         Shape of the initial singular values (see :mod:`dlrt_ref.nn.init`).
     backend, dtype, seed : as for :class:`~dlrt_ref.nn.layers.Dense`.
 

@@ -112,7 +112,7 @@ def mlp(widths, ranks=None, activation="relu", backend="numpy", dtype=np.float32
         layer is initialised for a linear output.
     backend, dtype, seed : layers draw their init, in order, from one ``default_rng(seed)``.
     decay : float, optional, passed to every low-rank layer (see :mod:`dlrt_ref.nn.init`).
-    spectrum : {"halfnormal", "linear"}, shape of the low-rank layers' initial singular values.
+    spectrum : {"halfnormal", "linear", "gaussian-product"}, shape of the low-rank layers' initial singular values.
     """
     widths = [int(w) for w in widths]
     if len(widths) < 2:

@@ -109,7 +109,7 @@ def test_decay_option():
         lowrank_factors(4, 4, 2, decay=0.0)
 
 
-@pytest.mark.parametrize("spectrum", ["halfnormal", "linear"])
+@pytest.mark.parametrize("spectrum", ["halfnormal", "linear", "gaussian-product"])
 def test_initial_spectrum_shape_and_scale(spectrum):
     """Positive, non-increasing singular values; ||U S V^T||_F^2 = n_in n_out sigma^2 (He) for either shape."""
     from dlrt_ref.nn.init import weight_variance
@@ -120,6 +120,13 @@ def test_initial_spectrum_shape_and_scale(spectrum):
     np.testing.assert_allclose(np.sum(s**2), 30 * 40 * weight_variance(30, 40, "relu"), rtol=1e-12)
     ratio = s[0] / s[-1]
     assert (ratio < 2) if spectrum == "linear" else (ratio > 2)  # the half-normal shape is spread out
+    if spectrum == "gaussian-product":
+        # the singular values of A B C (Gaussian, r×r middle factor), computed directly from the same draws
+        rng = np.random.default_rng(3)
+        _ = rng.standard_normal((40, 12)), rng.standard_normal((30, 12))  # U, V draws come first
+        A, B, C = rng.standard_normal((40, 12)), rng.standard_normal((12, 12)), rng.standard_normal((30, 12))
+        ref = np.linalg.svd(A @ B @ C.T, compute_uv=False)[:12]
+        np.testing.assert_allclose(s / s[0], ref / ref[0], rtol=1e-10)
     with pytest.raises(ValueError, match="spectrum"):
         lowrank_factors(4, 4, 2, spectrum="flat")
 
