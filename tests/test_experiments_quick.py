@@ -70,6 +70,7 @@ def test_shapes(quick_out):
     for dd in d["decays"]:
         for m in ("DLRT", "UV"):
             assert len(d["results"][str(dd)][m]["test_acc_mean"]) == d["epochs"]
+    assert set(d["results"][d["unit_scale_arm"]]) == {"DLRT", "UV"}  # [T]'s unit-scale spectrum at d = 1
     d = _data(quick_out, "finetune")
     for r in d["results"].values():
         assert _finite_acc(r["test_acc_after_dlrt"]) and _finite_acc(r["test_acc_after_sonly"])
@@ -80,7 +81,7 @@ def test_shapes(quick_out):
     assert len(d["load_avg_before"]) == 3
     d = _data(quick_out, "tf2022_emulation")
     for runs in d["runs"].values():
-        assert len(runs) == 5
+        assert len(runs) == 6
         for r in runs.values():
             assert len(r["test_acc"]) == len(r["ranks"]) == d["config"]["epochs"] and all(map(_finite_acc, r["test_acc"]))
             assert all(len(x) == 4 and min(x) >= 2 for x in r["ranks"])

@@ -12,6 +12,17 @@ def _data(seed=0, n=16):
     return rng.random((n, WIDTHS[0])), rng.integers(0, WIDTHS[-1], n)
 
 
+def _central(em, x, y, pts, A, idx, h=1e-6):
+    """Central difference of the pass's loss in the entry ``idx`` of array ``A`` (changed in place, restored)."""
+    old = A[idx]
+    A[idx] = old + h
+    lp = em._pass(x, y, pts, False)[0]
+    A[idx] = old - h
+    lm = em._pass(x, y, pts, False)[0]
+    A[idx] = old
+    return (lp - lm) / (2 * h)
+
+
 @pytest.mark.parametrize("init", ["tf2022", "library"])
 def test_pass_gradients_match_finite_differences(init):
     """Gradients of one pass (layers at (P, Q, c)) against central differences, float64 (no QR/SVD inside)."""
@@ -21,28 +32,15 @@ def test_pass_gradients_match_finite_differences(init):
     pts = [(rng.standard_normal((a, 3)) * 0.5, rng.standard_normal((3, b)) * 0.5, rng.standard_normal(b) * 0.1)
            for a, b in zip(WIDTHS[:-2], WIDTHS[1:-1])]
     loss, grads, gout = em._pass(x, y, pts, True)
-    h = 1e-6
     for i, (P, Q, c) in enumerate(pts):
         for j, A in enumerate((P, Q, c)):
             for _ in range(4):
                 idx = tuple(rng.integers(0, s) for s in A.shape)
-                old = A[idx]
-                A[idx] = old + h
-                lp = em._pass(x, y, pts, False)[0]
-                A[idx] = old - h
-                lm = em._pass(x, y, pts, False)[0]
-                A[idx] = old
-                fd = (lp - lm) / (2 * h)
+                fd = _central(em, x, y, pts, A, idx)
                 assert abs(grads[i][j][idx] - fd) <= 1e-6 * max(1.0, abs(fd)), (i, j, idx)
-    W = em.p["W_out"]
-    idx = (2, 1)
-    old = W[idx]
-    W[idx] = old + h
-    lp = em._pass(x, y, pts, False)[0]
-    W[idx] = old - h
-    lm = em._pass(x, y, pts, False)[0]
-    W[idx] = old
-    assert abs(gout["W_out"][idx] - (lp - lm) / (2 * h)) <= 1e-7
+    for name in ("W_out", "b_out"):
+        idx = tuple(rng.integers(0, s) for s in em.p[name].shape)
+        assert abs(gout[name][idx] - _central(em, x, y, pts, em.p[name], idx)) <= 1e-7
 
 
 def _hat(em, k):

@@ -14,14 +14,16 @@ Ours: the same network, ranks, decay, optimiser and batch. DLRT =
 UVᵀ = :class:`~dlrt_ref.train.baselines.UVTrainer` started from the *same*
 initial W₀ = U₀SV₀ᵀ (U = U₀S^{1/2}, V = V₀S^{1/2}). Our spectrum is
 He-scaled (half-normal shape times d^{-k}); the thesis's is unit-scale, so
-its absolute values differ from ours at equal d.
+its absolute values differ from ours at equal d. A fourth arm, "1 unit",
+repeats d = 1 with [T]'s unit-scale spectrum S = I (``UNIT_SCALE``): UVᵀ's
+effective step on W grows with the singular values (ΔW = −h(G VVᵀ + UUᵀG)),
+so the scale decides how DLRT and UVᵀ compare at the same h.
 
-Budget. ``full``: 2 seeds, ``EPOCHS_FULL`` = 5 "epochs" of a 2560-image
-stratified subset (20 batches each, 100 SGD steps in all), test accuracy on
-2000 test images after each — 5.3 min measured on a loaded core. The x axis is
-SGD steps, so the published epochs sit at 469·e steps: our budget covers
-only the first fifth of the published first epoch. ``quick``: d ∈ {1, 10},
-1 seed, 2 × 5 steps.
+Budget. ``full``: 2 seeds, ``EPOCHS_FULL`` = 5 "epochs" of a 12 032-image
+stratified subset (94 batches each, 470 SGD steps in all ≈ one published
+epoch of 469 steps), test accuracy on 2000 test images after each. The x axis
+is SGD steps, so the published epochs sit at 469·e steps: our last point is
+[T]'s epoch 1. ``quick``: d ∈ {1, 10} and the unit-scale arm, 1 seed, 2 × 3 steps.
 """
 from __future__ import annotations
 
@@ -33,11 +35,12 @@ from dlrt_ref.experiments.train_common import load_dataset, train_record
 NAME = "dlrt_vs_uv"
 EPOCHS_FULL = 5
 PRESETS = {
-    "quick": dict(decays=[1, 10], seeds=[0], epochs=2, subset=384, test_subset=500),
-    "full": dict(decays=[1, 2, 10], seeds=[0, 1], epochs=EPOCHS_FULL, subset=2560, test_subset=2000),
+    "quick": dict(decays=[1, 10], unit=True, seeds=[0], epochs=2, subset=384, test_subset=500),
+    "full": dict(decays=[1, 2, 10], unit=True, seeds=[0, 1], epochs=EPOCHS_FULL, subset=12032, test_subset=2000),
 }
 LR, BATCH, RANK = 0.01, 128, 20
 STEPS_PER_PUBLISHED_EPOCH = 469  # 60k / 128
+UNIT_ARM = "1 unit"  # d = 1 with S = I ([T]'s scale) instead of the He-scaled spectrum
 # [T]: d -> method -> {epoch: test acc %}
 PUBLISHED = {1: {"DLRT": {1: 81.0, 5: 95.1, 10: 96.9, 20: 97.81}, "UV": {1: 32.6, 5: 79.3, 10: 89.8, 20: 93.74}},
              2: {"DLRT": {1: 56.0, 5: 93.6, 10: 96.3, 20: 97.29}, "UV": {1: 17.2, 5: 49.1, 10: 79.5, 20: 90.91}},
@@ -52,26 +55,31 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
 
     cfg = PRESETS[preset]
     out = {}
-    for d in cfg["decays"]:
-        out[str(d)] = {}
+    arms = [(str(d), d, False) for d in cfg["decays"]] + ([(UNIT_ARM, 1, True)] if cfg["unit"] else [])
+    for key, d, unit in arms:
+        out[key] = {}
         for method in ("DLRT", "UV"):
             runs = []
             for seed in cfg["seeds"]:
                 data = load_dataset("mnist", False, 0, seed, cfg["subset"], cfg["test_subset"])
                 net = lenet5(ranks=[RANK, RANK, RANK, None], seed=seed, decay=float(d), backend=backend)
+                if unit:  # [T]'s unit-scale spectrum: S = I in every factorised layer (same U, V)
+                    for l in net.lowrank_layers():
+                        l.set_factors(l.U, l.backend.xp.eye(l.rank, dtype=l.S.dtype), l.V)
                 trainer = DLRT(net, SGD(LR), method="bug") if method == "DLRT" else UVTrainer(net, SGD(LR))
-                runs.append(train_record(trainer, data, cfg["epochs"], BATCH, seed, f"{NAME} d={d} {method} s={seed}"))
+                runs.append(train_record(trainer, data, cfg["epochs"], BATCH, seed,
+                                         f"{NAME} d={key} {method} s={seed}"))
             acc = np.array([r["test_acc"] for r in runs], dtype=float)
-            out[str(d)][method] = {"test_acc_mean": acc.mean(0).tolist(), "test_acc_std": acc.std(0).tolist(),
-                                   "runs": runs}
+            out[key][method] = {"test_acc_mean": acc.mean(0).tolist(), "test_acc_std": acc.std(0).tolist(),
+                                "runs": runs}
     steps_per_epoch = -(-cfg["subset"] // BATCH)
-    return {"decays": cfg["decays"], "seeds": cfg["seeds"], "epochs": cfg["epochs"], "subset": cfg["subset"],
+    return {"decays": cfg["decays"], "unit_scale_arm": UNIT_ARM if cfg["unit"] else None, "seeds": cfg["seeds"], "epochs": cfg["epochs"], "subset": cfg["subset"],
             "test_subset": cfg["test_subset"], "steps_per_epoch": steps_per_epoch, "rank": RANK,
             "optimizer": "sgd", "lr": LR, "batch": BATCH, "results": out,
             "published": {str(d): {m: {str(e): a for e, a in v.items()} for m, v in p.items()}
                           for d, p in PUBLISHED.items()},
             "published_steps_per_epoch": STEPS_PER_PUBLISHED_EPOCH,
-            "budget": f"{len(cfg['decays'])} decays x 2 methods x {len(cfg['seeds'])} seeds x {cfg['epochs']} "
+            "budget": f"{len(arms)} arms (decays {cfg['decays']}{' + unit scale' if cfg['unit'] else ''}) x 2 methods x {len(cfg['seeds'])} seeds x {cfg['epochs']} "
                       f"epochs of {cfg['subset']} images ({cfg['epochs'] * steps_per_epoch} steps)"}
 
 
@@ -88,11 +96,13 @@ def plot(data: dict, out_dir):
             x = spe * np.arange(1, len(m) + 1)
             ax.plot(x, m, "o-", color=colors[method], label=f"ours {method} (mean ± std, {len(data['seeds'])} seeds)")
             ax.fill_between(x, m - s, m + s, color=colors[method], alpha=0.2)
-            pub = data["published"].get(d, {}).get(method, {})
+            pub = data["published"].get(d.split()[0], {}).get(method, {})
             if pub:
                 ax.plot([data["published_steps_per_epoch"] * float(e) for e in pub], list(pub.values()), "x--",
                         color=colors[method], alpha=0.7, label=f"[T] {method} (epochs 1, 5, 10, 20)")
-        ax.set(xscale="log", xlabel="SGD steps (batch 128; [T] epoch = 469 steps)", title=f"initial σ_k ∝ 1/{d}^k")
+        title = ("initial S = I ([T]'s unit scale, d = 1)" if d == data.get("unit_scale_arm")
+                 else f"initial σ_k ∝ 1/{d}^k (He-scaled)")
+        ax.set(xscale="log", xlabel="SGD steps (batch 128; [T] epoch = 469 steps)", title=title)
         ax.legend(fontsize=7, loc="upper left")
     axes[0][0].set_ylabel("test accuracy [%]")
     fig.suptitle(f"LeNet5 at fixed rank {data['rank']} (conv1, conv2, fc1), SGD {data['lr']}: DLRT (bug) vs "

@@ -26,7 +26,10 @@ Every difference is a switch, so each can be turned off on its own:
     K, L and S live in fixed-size variables (n_in×R, R×n_out, 2R×2R) of which
     the leading block is used; Adam's moments are kept per *entry* and never
     mapped into the new bases after the QR and SVD basis changes. (The library
-    maps them, see :mod:`dlrt_ref.train.optim`.)
+    maps them, see :mod:`dlrt_ref.train.optim`.) ``"reset"``: the moments of
+    K, L and S are dropped at every step (what Keras does for a variable that
+    is re-created, as in earlier versions of that code); Adam's step counter
+    keeps running.
 ``truncation="2022"``
     The new output-side basis is built from the first r *rows* of the matrix
     of right singular vectors of S (a transposition, see
