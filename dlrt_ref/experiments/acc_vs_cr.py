@@ -74,7 +74,7 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
             "cr_definitions": {"layer-wise cr": "[T] rank rule r(n+m+1) ≈ (1-cr) n m",
                                "cr_eval_overall": "eval"},
             "budget": f"{len(cfg['crs'])} cr + dense x {len(cfg['seeds'])} seeds x {cfg['epochs']} epochs "
-                      f"on {cfg['subset']} images"}
+                      f"on {cfg['subset'] or 'all 60000'} images"}
 
 
 def plot(data: dict, out_dir):
@@ -86,7 +86,7 @@ def plot(data: dict, out_dir):
     acc = np.array([100 * res[c]["test_acc_mean"] for c in crs])
     std = np.array([100 * res[c]["test_acc_std"] for c in crs])
     ax.errorbar(x, acc, yerr=std, fmt="o-", capsize=3,
-                label=f"ours ({data['epochs']} epochs on {data['subset']}, {len(data['seeds'])} seeds)")
+                label=f"ours ({data['epochs']} epochs on {data['subset'] or '60k'}, {len(data['seeds'])} seed(s))")
     for c, xi, a in zip(crs, x, acc):
         ax.annotate(str(res[c]["ranks"]), (xi, a), textcoords="offset points", xytext=(0, -14), fontsize=7,
                     ha="center")
