@@ -81,7 +81,7 @@ def test_shapes(quick_out):
     assert len(d["load_avg_before"]) == 3
     d = _data(quick_out, "tf2022_emulation")
     for runs in d["runs"].values():
-        assert len(runs) == 6
+        assert len(runs) == 7
         for r in runs.values():
             assert len(r["test_acc"]) == len(r["ranks"]) == d["config"]["epochs"] and all(map(_finite_acc, r["test_acc"]))
             assert all(len(x) == 4 and min(x) >= 2 for x in r["ranks"])

@@ -114,3 +114,29 @@ def test_bad_options():
         TF2022Emulation(WIDTHS, 0.1, truncation="wrong")
     with pytest.raises(ValueError):
         TF2022Emulation(WIDTHS, -1.0)
+
+
+def test_mapped_state_follows_a_rotation_of_the_basis():
+    """state="mapped": rotating the frame by orthogonal Q rotates the first moments like the coordinates."""
+    em = TF2022Emulation([40, 30, 30, 4], 0.1, start_rank=3, init="library", drift=False, state="mapped",
+                         dtype=np.float64)
+    rng = np.random.default_rng(7)
+    Uh = np.linalg.qr(rng.standard_normal((40, 6)))[0]
+    Vth = np.linalg.qr(rng.standard_normal((30, 6)))[0].T
+    Q1, Q2 = (np.linalg.qr(rng.standard_normal((6, 6)))[0] for _ in range(2))
+    m = rng.standard_normal((6, 6))
+    em.opt.m["S0"], em.opt.v["S0"] = np.zeros_like(em.p["S0"]), np.zeros_like(em.p["S0"])
+    em.opt.m["S0"][:6, :6] = m
+    em._map("S0", (Uh, Vth))
+    em._map("S0", (Uh @ Q1, Q2.T @ Vth))  # W = Uh S Vth = (Uh Q1)(Q1ᵀ S Q2)(Q2ᵀ Vth)
+    np.testing.assert_allclose(em.opt.m["S0"][:6, :6], Q1.T @ m @ Q2, atol=1e-12)
+    Vt = np.linalg.qr(rng.standard_normal((30, 3)))[0].T  # K's frame: the rows of Vᵀ
+    Q = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    mk = rng.standard_normal((40, 3))
+    em.opt.m["K0"], em.opt.v["K0"] = np.zeros_like(em.p["K0"]), np.zeros_like(em.p["K0"])
+    em.opt.m["K0"][:, :3] = mk
+    em._map("K0", (Vt,))
+    em._map("K0", (Q @ Vt,))  # K Vᵀ = (K Qᵀ)(Q Vᵀ)
+    np.testing.assert_allclose(em.opt.m["K0"][:, :3], mk @ Q.T, atol=1e-12)
+    with pytest.raises(ValueError, match="drift"):
+        TF2022Emulation(WIDTHS, 0.1, state="mapped", drift=True)

@@ -29,7 +29,11 @@ Every difference is a switch, so each can be turned off on its own:
     maps them, see :mod:`dlrt_ref.train.optim`.) ``"reset"``: the moments of
     K, L and S are dropped at every step (what Keras does for a variable that
     is re-created, as in earlier versions of that code); Adam's step counter
-    keeps running.
+    keeps running. ``"mapped"``: the moments are mapped into the new bases before
+    each update, as the library does (:mod:`dlrt_ref.train.optim`): for K (frame
+    Vᵀ) m ← m V_old V_newᵀ, for Lᵀ (frame U) m ← U_newᵀ U_old m, for S̃ (frame
+    Û, V̂) m ← Û_newᵀ Û_old m V̂_oldᵀ V̂_new, second moments with the entrywise
+    squares of these matrices; needs ``drift=False``.
 ``truncation="2022"``
     The new output-side basis is built from the first r *rows* of the matrix
     of right singular vectors of S (a transposition, see
@@ -120,9 +124,11 @@ class TF2022Emulation:
 
     def __init__(self, widths, tau, start_rank=None, lr=1e-3, init="tf2022", drift=True, state="positional",
                  truncation="2022", seed=0, dtype=np.float32):
-        if init not in ("tf2022", "library") or state not in ("positional", "reset") or \
+        if init not in ("tf2022", "library") or state not in ("positional", "reset", "mapped") or \
                 truncation not in ("2022", "correct"):
             raise ValueError(f"unknown option: init={init!r}, state={state!r}, truncation={truncation!r}")
+        if state == "mapped" and drift:
+            raise ValueError("state='mapped' needs drift=False (a drifting variable has no frame to map from)")
         if not tau >= 0:
             raise ValueError(f"tau must be >= 0, got {tau}")
         self.widths, self.tau, self.drift, self.state, self.truncation = list(widths), float(tau), drift, state, truncation
@@ -145,6 +151,7 @@ class TF2022Emulation:
             self.p["b_out"] = np.zeros(n_out)
         self.p = {k: np.asarray(v, self.dtype) for k, v in self.p.items()}
         self.opt = _Adam(lr)
+        self._frames = {}  # state="mapped": variable name -> the basis its moments are expressed in
 
     def _init_layer(self, k, n_in, n_out, R, r, init, rng):
         p = self.p
@@ -219,6 +226,10 @@ class TF2022Emulation:
         _, gK, _ = self._pass(x, y, [(p[f"K{k}"][:, :r], p[f"Vt{k}"][:r, :], aux_b[k]) for k, r in zip(ks, rs)], False)
         _, gL, _ = self._pass(x, y, [(p[f"U{k}"][:, :r], p[f"Lt{k}"][:r, :], aux_b[k]) for k, r in zip(ks, rs)], False)
         full = lambda name, block, sl: _embed(p[name], block, sl)
+        if self.state == "mapped":
+            for k, r in zip(ks, rs):
+                self._map(f"K{k}", (p[f"Vt{k}"][:r, :].copy(),))
+                self._map(f"Lt{k}", (p[f"U{k}"][:, :r].copy(),))
         self.opt.apply(p, {f"K{k}": full(f"K{k}", g[0], np.s_[:, :r]) for k, r, g in zip(ks, rs, gK)},
                        self._names(False), self.drift)
         self.opt.apply(p, {f"Lt{k}": full(f"Lt{k}", g[1], np.s_[:r, :]) for k, r, g in zip(ks, rs, gL)},
@@ -232,6 +243,9 @@ class TF2022Emulation:
             N, M = Uh.T @ U0, Vh.T @ Vt0.T  # (2r, r) each
             p[f"S{k}"][:2 * r, :2 * r] = N @ p[f"S{k}"][:r, :r] @ M.T  # (2r, r)(r, r)(r, 2r)
             hat[k] = (Uh.astype(dt), Vh.T.astype(dt))
+        if self.state == "mapped":
+            for k in ks:
+                self._map(f"S{k}", hat[k])
         pts = [(hat[k][0] @ p[f"S{k}"][:2 * r, :2 * r], hat[k][1], p[f"b{k}"]) for k, r in zip(ks, rs)]
         loss, gS, gout = self._pass(x, y, pts, True)
         grads = dict(gout)
@@ -243,6 +257,30 @@ class TF2022Emulation:
         for L in self.layers:
             self._truncate(L, hat[L["k"]])
         return float(loss)
+
+    def _map(self, name, frame):
+        """Map Adam's moments of ``name`` from its previous frame into ``frame`` (state="mapped")."""
+        old = self._frames.get(name)
+        self._frames[name] = frame
+        if old is None or name not in self.opt.m:
+            return
+        if name[0] == "K":  # K Vᵀ = W: K_new = K_old (Vᵀ_old Vᵀ_newᵀ)
+            T = old[0] @ frame[0].T  # (r_old, n_out) @ (n_out, r) -> (r_old, r)
+            f = lambda A, T: A[:, :T.shape[0]] @ T
+            sl = np.s_[:, :T.shape[1]]
+        elif name[0] == "L":  # U Lᵀ = W: Lᵀ_new = (U_newᵀ U_old) Lᵀ_old
+            T = frame[0].T @ old[0]  # (r, n_in) @ (n_in, r_old) -> (r, r_old)
+            f = lambda A, T: T @ A[:T.shape[1], :]
+            sl = np.s_[:T.shape[0], :]
+        else:  # Û S̃ V̂ᵀ = W: S̃_new = (Û_newᵀ Û_old) S̃_old (V̂ᵀ_old V̂ᵀ_newᵀ)
+            Tl, Tr = frame[0].T @ old[0], old[1] @ frame[1].T  # (2r, 2r_old), (2r_old, 2r)
+            f = lambda A, T: T[0] @ A[:T[0].shape[1], :T[1].shape[0]] @ T[1]
+            T, sl = (Tl, Tr), np.s_[:Tl.shape[0], :Tr.shape[1]]
+        sq = tuple(t * t for t in T) if isinstance(T, tuple) else T * T
+        for store, TT in ((self.opt.m, T), (self.opt.v, sq)):
+            block = f(store[name], TT)
+            store[name][...] = 0
+            store[name][sl] = block
 
     def _truncate(self, L, hat):
         p, k, r, R = self.p, L["k"], L["r"], L["R"]
