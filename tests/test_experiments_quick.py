@@ -70,7 +70,8 @@ def test_shapes(quick_out):
     for dd in d["decays"]:
         for m in ("DLRT", "UV"):
             assert len(d["results"][str(dd)][m]["test_acc_mean"]) == d["epochs"]
-    assert set(d["results"][d["unit_scale_arm"]]) == {"DLRT", "UV"}  # [T]'s unit-scale spectrum at d = 1
+    for arm in (d["unit_scale_arm"], d["thesis_spectrum_arm"]):  # the two other spectra at d = 1
+        assert set(d["results"][arm]) == {"DLRT", "UV"}
     d = _data(quick_out, "finetune")
     for r in d["results"].values():
         assert _finite_acc(r["test_acc_after_dlrt"]) and _finite_acc(r["test_acc_after_sonly"])

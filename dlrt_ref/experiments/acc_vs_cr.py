@@ -15,7 +15,7 @@ recorded beside the layer-wise cr.
 
 Budget. ``full``: 7 cr values + dense, 1 seed (no std: the shared cores did
 not allow more), ``EPOCHS_FULL`` = 3 epochs on the full 60k training set
-(1407 SGD steps), full 10k test set — about 45 min on one core (the thesis
+(1407 SGD steps), full 10k test set — 42.6 min measured on one core (the thesis
 trains 10 epochs on 60k, 5 runs). An earlier full preset (2 epochs on a 6k
 subset, 94 steps) left every row far from convergence. ``quick``: 3 cr values
 + dense, 1 seed, 1 epoch on 512 images.

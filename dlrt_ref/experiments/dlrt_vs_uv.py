@@ -14,16 +14,18 @@ Ours: the same network, ranks, decay, optimiser and batch. DLRT =
 UVᵀ = :class:`~dlrt_ref.train.baselines.UVTrainer` started from the *same*
 initial W₀ = U₀SV₀ᵀ (U = U₀S^{1/2}, V = V₀S^{1/2}). Our spectrum is
 He-scaled (half-normal shape times d^{-k}); the thesis's is unit-scale, so
-its absolute values differ from ours at equal d. A fourth arm, "1 unit",
-repeats d = 1 with [T]'s unit-scale spectrum S = I (``UNIT_SCALE``): UVᵀ's
-effective step on W grows with the singular values (ΔW = −h(G VVᵀ + UUᵀG)),
-so the scale decides how DLRT and UVᵀ compare at the same h.
+its absolute values differ from ours at equal d. Two more arms repeat d = 1
+with other initial spectra: "1 unit", S = I (a perfectly conditioned start),
+and "1 thesis", the spectrum of the thesis code (the r sorted values of
+|N(0, 1)| draws, unit scale, no He factor; read from COMPiLELab/DLRT-Net,
+``UV_vanilla/Linear_layer_lr_new_vanilla.py``), whose smallest values are close
+to 0 even at d = 1 — unlike our He-scaled shape, the top r of 2r draws.
 
 Budget. ``full``: 2 seeds, ``EPOCHS_FULL`` = 5 "epochs" of a 12 032-image
 stratified subset (94 batches each, 470 SGD steps in all ≈ one published
 epoch of 469 steps), test accuracy on 2000 test images after each. The x axis
 is SGD steps, so the published epochs sit at 469·e steps: our last point is
-[T]'s epoch 1. ``quick``: d ∈ {1, 10} and the unit-scale arm, 1 seed, 2 × 3 steps.
+[T]'s epoch 1. ``quick``: d ∈ {1, 10} and the two d = 1 arms, 1 seed, 2 × 3 steps.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ PRESETS = {
 }
 LR, BATCH, RANK = 0.01, 128, 20
 STEPS_PER_PUBLISHED_EPOCH = 469  # 60k / 128
-UNIT_ARM = "1 unit"  # d = 1 with S = I ([T]'s scale) instead of the He-scaled spectrum
+UNIT_ARM = "1 unit"  # d = 1 with S = I instead of the He-scaled spectrum
+THESIS_ARM = "1 thesis"  # d = 1 with the thesis code's spectrum: r sorted |N(0, 1)| draws, unit scale
 # [T]: d -> method -> {epoch: test acc %}
 PUBLISHED = {1: {"DLRT": {1: 81.0, 5: 95.1, 10: 96.9, 20: 97.81}, "UV": {1: 32.6, 5: 79.3, 10: 89.8, 20: 93.74}},
              2: {"DLRT": {1: 56.0, 5: 93.6, 10: 96.3, 20: 97.29}, "UV": {1: 17.2, 5: 49.1, 10: 79.5, 20: 90.91}},
@@ -55,17 +58,21 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
 
     cfg = PRESETS[preset]
     out = {}
-    arms = [(str(d), d, False) for d in cfg["decays"]] + ([(UNIT_ARM, 1, True)] if cfg["unit"] else [])
-    for key, d, unit in arms:
+    arms = [(str(d), d, None) for d in cfg["decays"]]
+    arms += [(UNIT_ARM, 1, "unit"), (THESIS_ARM, 1, "thesis")] if cfg["unit"] else []
+    for key, d, spectrum in arms:
         out[key] = {}
         for method in ("DLRT", "UV"):
             runs = []
             for seed in cfg["seeds"]:
                 data = load_dataset("mnist", False, 0, seed, cfg["subset"], cfg["test_subset"])
                 net = lenet5(ranks=[RANK, RANK, RANK, None], seed=seed, decay=float(d), backend=backend)
-                if unit:  # [T]'s unit-scale spectrum: S = I in every factorised layer (same U, V)
+                if spectrum is not None:  # same U, V; S = I, or the thesis's sorted |N(0,1)| draws
+                    rng = np.random.default_rng([seed, 2022])
                     for l in net.lowrank_layers():
-                        l.set_factors(l.U, l.backend.xp.eye(l.rank, dtype=l.S.dtype), l.V)
+                        s_k = (np.ones(l.rank) if spectrum == "unit"
+                               else np.sort(np.abs(rng.standard_normal(l.rank)))[::-1])
+                        l.set_factors(l.U, l.backend.asarray(np.diag(s_k), l.dtype), l.V)
                 trainer = DLRT(net, SGD(LR), method="bug") if method == "DLRT" else UVTrainer(net, SGD(LR))
                 runs.append(train_record(trainer, data, cfg["epochs"], BATCH, seed,
                                          f"{NAME} d={key} {method} s={seed}"))
@@ -73,23 +80,28 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
             out[key][method] = {"test_acc_mean": acc.mean(0).tolist(), "test_acc_std": acc.std(0).tolist(),
                                 "runs": runs}
     steps_per_epoch = -(-cfg["subset"] // BATCH)
-    return {"decays": cfg["decays"], "unit_scale_arm": UNIT_ARM if cfg["unit"] else None, "seeds": cfg["seeds"], "epochs": cfg["epochs"], "subset": cfg["subset"],
+    return {"decays": cfg["decays"], "unit_scale_arm": UNIT_ARM if cfg["unit"] else None,
+            "thesis_spectrum_arm": THESIS_ARM if cfg["unit"] else None, "seeds": cfg["seeds"], "epochs": cfg["epochs"], "subset": cfg["subset"],
             "test_subset": cfg["test_subset"], "steps_per_epoch": steps_per_epoch, "rank": RANK,
             "optimizer": "sgd", "lr": LR, "batch": BATCH, "results": out,
             "published": {str(d): {m: {str(e): a for e, a in v.items()} for m, v in p.items()}
                           for d, p in PUBLISHED.items()},
             "published_steps_per_epoch": STEPS_PER_PUBLISHED_EPOCH,
-            "budget": f"{len(arms)} arms (decays {cfg['decays']}{' + unit scale' if cfg['unit'] else ''}) x 2 methods x {len(cfg['seeds'])} seeds x {cfg['epochs']} "
+            "budget": f"{len(arms)} arms (decays {cfg['decays']}{' + unit and thesis spectra' if cfg['unit'] else ''}) x 2 methods x {len(cfg['seeds'])} seeds x {cfg['epochs']} "
                       f"epochs of {cfg['subset']} images ({cfg['epochs'] * steps_per_epoch} steps)"}
 
 
 def plot(data: dict, out_dir):
     plt = pyplot()
     ds = list(data["results"])
-    fig, axes = plt.subplots(1, len(ds), figsize=(5.3 * len(ds), 4.4), squeeze=False, sharey=True)
+    ncols = min(3, len(ds))
+    nrows = -(-len(ds) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.3 * ncols, 4.4 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(ds):]:
+        ax.axis("off")
     colors = {"DLRT": "C0", "UV": "C3"}
     spe = data["steps_per_epoch"]
-    for ax, d in zip(axes[0], ds):
+    for ax, d in zip(axes.flat, ds):
         for method, res in data["results"][d].items():
             m = 100 * np.array(res["test_acc_mean"], dtype=float)
             s = 100 * np.array(res["test_acc_std"], dtype=float)
@@ -100,11 +112,13 @@ def plot(data: dict, out_dir):
             if pub:
                 ax.plot([data["published_steps_per_epoch"] * float(e) for e in pub], list(pub.values()), "x--",
                         color=colors[method], alpha=0.7, label=f"[T] {method} (epochs 1, 5, 10, 20)")
-        title = ("initial S = I ([T]'s unit scale, d = 1)" if d == data.get("unit_scale_arm")
+        title = ("initial S = I (d = 1)" if d == data.get("unit_scale_arm")
+                 else "initial σ = sorted |N(0,1)| draws (thesis code, d = 1)" if d == data.get("thesis_spectrum_arm")
                  else f"initial σ_k ∝ 1/{d}^k (He-scaled)")
         ax.set(xscale="log", xlabel="SGD steps (batch 128; [T] epoch = 469 steps)", title=title)
         ax.legend(fontsize=7, loc="upper left")
-    axes[0][0].set_ylabel("test accuracy [%]")
+    for row in axes:
+        row[0].set_ylabel("test accuracy [%]")
     fig.suptitle(f"LeNet5 at fixed rank {data['rank']} (conv1, conv2, fc1), SGD {data['lr']}: DLRT (bug) vs "
                  f"vanilla UVᵀ from the same W₀")
     return save(fig, out_dir, NAME)

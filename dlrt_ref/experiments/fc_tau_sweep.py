@@ -18,7 +18,7 @@ published table was taken at the end of training).
 Budget. ``full``: d = 500 with the 8 τ of the table, d = 784 with
 τ ∈ {0.07, 0.11, 0.15} (a 784-wide step at rank ~300 costs ~1.5 s), each with
 the dense net, 1 seed, ``EPOCHS_FULL`` = 2 epochs on the 50k split (no
-fine-tuning phase) — 12.6 min measured on one loaded core. ``quick``: d ∈ {64, 96}, 3 τ, 1 epoch on a
+fine-tuning phase) — 13.0 min measured on one core. ``quick``: d ∈ {64, 96}, 3 τ, 1 epoch on a
 2000-image stratified subset. The long-run rank behaviour is measured in
 ``rank_evolution`` (d = 200).
 """

@@ -15,7 +15,7 @@ the published numbers were obtained with) are drawn beside them.
 
 Budget. ``full``: τ ∈ {0.07, 0.11, 0.17} with the correct truncation and
 τ ∈ {0.07, 0.17} with the 2022 codes', 1 seed, ``EPOCHS_FULL`` = 12 epochs on
-the 50k split — 4.6 min measured on one loaded core (250 epochs ≈ 2 h per τ are out of
+the 50k split — 5.5 min measured on one core (250 epochs ≈ 2 h per τ are out of
 reach). ``quick``: 784-32×4-10, 2 τ (+ 1 compat), 2 epochs on 2000 images.
 """
 from __future__ import annotations
