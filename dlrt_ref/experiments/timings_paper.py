@@ -54,6 +54,20 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
     return float(np.median(ts))
 
 
+def add_ratios_to_dense(rows: dict, names: dict) -> None:
+    """For every row, ``row[ratio] = row[time] / rows["dense"][time]`` for each ``time -> ratio`` in ``names``."""
+    dense = rows["dense"]
+    for row in rows.values():
+        for t, ratio in names.items():
+            row[ratio] = row[t] / dense[t]
+
+
+def machine_record(load_before) -> dict:
+    """Thread setting and load averages before/after a timing run (for the JSON beside the figure)."""
+    return {"threads": 1, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_avg_before": list(load_before),
+            "load_avg_after": list(os.getloadavg())}
+
+
 def _predict_seconds(net, x_test, n_target=10000):
     t0 = time.perf_counter()
     for i in range(0, len(x_test), 1000):
@@ -87,13 +101,9 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
         predict_s = _predict_seconds(net, x_test)
         rows["dense" if r is None else str(r)] = {"train_s_per_batch": train_s, "predict_s_10k": predict_s}
         print(f"[{NAME}] rank {r}: train {train_s:.3f} s/batch, predict {predict_s:.3f} s/10k", flush=True)
-    dense = rows["dense"]
-    for row in rows.values():
-        row["train_ratio_to_dense"] = row["train_s_per_batch"] / dense["train_s_per_batch"]
-        row["predict_ratio_to_dense"] = row["predict_s_10k"] / dense["predict_s_10k"]
-    return {"widths": widths, "batch": BATCH, "method": "bug (fixed rank, 2 passes)", "threads": 1,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_avg_before": list(load_before),
-            "load_avg_after": list(os.getloadavg()), "n_predict_timed": cfg["n_predict"], "rows": rows,
+    add_ratios_to_dense(rows, {"train_s_per_batch": "train_ratio_to_dense", "predict_s_10k": "predict_ratio_to_dense"})
+    return {"widths": widths, "batch": BATCH, "method": "bug (fixed rank, 2 passes)", **machine_record(load_before),
+            "n_predict_timed": cfg["n_predict"], "rows": rows,
             "published": {str(k): list(v) for k, v in PUBLISHED.items()},
             "budget": f"ranks {cfg['ranks']} + dense, median of {cfg['repeats']} steps ({cfg['big_repeats']} for "
                       f"r >= {cfg['big_from']} and dense), predict timed on {cfg['n_predict']} images scaled to 10k"}

@@ -31,7 +31,7 @@ import os
 import numpy as np
 
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.timings_paper import median_time
+from dlrt_ref.experiments.timings_paper import add_ratios_to_dense, machine_record, median_time
 
 NAME = "timings_thesis"
 WIDTHS = [784, 500, 300, 100, 10]
@@ -79,13 +79,9 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
             "ranks": ranks, "fwd_s": fwd, "pass_s": pas, "step_s": step,
             "cr_eval_overall": accounting.compression_rate(net, "eval")}
         print(f"[{NAME}] cr {cr} ranks {ranks}: fwd {fwd:.3f} s, pass {pas:.3f} s, step {step:.3f} s", flush=True)
-    dn = rows["dense"]
-    for row in rows.values():
-        for k in ("fwd_s", "pass_s", "step_s"):
-            row[k.replace("_s", "_ratio_to_dense")] = row[k] / dn[k]
-    return {"widths": WIDTHS, "n_images": cfg["n"], "method": "bug (fixed rank, 2 passes)", "threads": 1,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_avg_before": list(load_before),
-            "load_avg_after": list(os.getloadavg()), "rows": rows, "cr_definition": "eval (overall)",
+    add_ratios_to_dense(rows, {k: k.replace("_s", "_ratio_to_dense") for k in ("fwd_s", "pass_s", "step_s")})
+    return {"widths": WIDTHS, "n_images": cfg["n"], "method": "bug (fixed rank, 2 passes)",
+            **machine_record(load_before), "rows": rows, "cr_definition": "eval (overall)",
             "published": {str(k): list(v) for k, v in PUBLISHED.items()},
             "budget": f"dense + cr {cfg['crs']}, {cfg['n']} images in one batch, fwd median of "
                       f"{cfg['fwd_repeats']}, pass/step {cfg['step_repeats']}"}

@@ -290,7 +290,7 @@ class TF2022Emulation:
         tol = self.tau * np.linalg.norm(d)
         tails = np.sqrt(np.cumsum(d[::-1] ** 2))[::-1]  # tails[j] = ‖d[j:]‖
         if self.truncation == "2022":
-            tails_2022 = np.sqrt(np.maximum(tails[:-1] ** 2 - d[-1] ** 2, 0))  # ‖d[j:2r-1]‖, j < 2r-1
+            tails_2022 = np.sqrt(np.cumsum(d[-2::-1] ** 2))[::-1]  # ‖d[j:2r-1]‖, j < 2r-1 (last σ left out)
             cut = np.nonzero(tails_2022 < tol)[0]
             new = int(cut[0]) if cut.size else r
         else:
