@@ -21,6 +21,7 @@ Nothing is downloaded unless you call :func:`download_mnist` or
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,7 @@ __all__ = [
     "Dataset", "DataError", "read_idx", "load_mnist", "load_fashion_mnist", "load_cifar10",
     "download_mnist", "download_fashion_mnist", "stratified_subset", "train_val_split",
     "check_mnist_facts", "teacher_student", "Teacher", "SHIPPED_DIR", "CIFAR10_CLASSES", "FASHION_CLASSES",
+    "DATA_DIR_ENV", "data_dir", "set_data_dir", "mnist_folder", "fashion_folder",
 ]
 
 SHIPPED_DIR = Path(__file__).resolve().parent / "datasets"
@@ -99,6 +101,65 @@ FASHION_CLASSES = (
 )
 
 
+# ----------------------------------------------------------------------------- the user's data folder
+
+DATA_DIR_ENV = "DLRT_REF_DATA_DIR"
+_DATA_DIR_OVERRIDE = [None]  # set by ``--data-dir`` of the figures command for the duration of a run
+
+
+def set_data_dir(path) -> None:
+    """Use ``path`` as the data folder in this process (``None``: back to ``$DLRT_REF_DATA_DIR``)."""
+    _DATA_DIR_OVERRIDE[0] = None if path is None else Path(path)
+
+
+def data_dir():
+    """The user's data folder: :func:`set_data_dir` (``--data-dir``), else ``$DLRT_REF_DATA_DIR``, else None.
+
+    The folder holds the four IDX files of MNIST, or subfolders ``mnist/`` and
+    ``fashion-mnist/`` with them (``.gz`` or not). Every file is verified by
+    checksum as when it is loaded from anywhere else.
+    """
+    if _DATA_DIR_OVERRIDE[0] is not None:
+        return _DATA_DIR_OVERRIDE[0]
+    env = os.environ.get(DATA_DIR_ENV, "").strip()
+    return Path(env).expanduser() if env else None
+
+
+def _has_idx_set(folder: Path) -> bool:
+    return folder.is_dir() and all(_find_file(folder, stem) for stem in IDX_STEMS)
+
+
+def _is_fashion(folder: Path) -> bool:
+    """Whether the folder's training labels are Fashion-MNIST's (decoded SHA-256; 60 kB, fast)."""
+    try:
+        labels = read_idx(_find_file(folder, "train-labels-idx1-ubyte"))
+    except DataError:
+        return False
+    return file_digest(idx_bytes(labels)) == FASHION_IDX_SHA256["train-labels-idx1-ubyte"]
+
+
+def mnist_folder(root):
+    """The MNIST folder under a data folder ``root``: ``root/mnist``, or ``root`` itself unless it holds Fashion-MNIST.
+
+    Returns None when neither holds the four files.
+    """
+    root = Path(root)
+    for folder in (root / "mnist", root):
+        if _has_idx_set(folder) and not (folder == root and _is_fashion(folder)):
+            return folder
+    return None
+
+
+def fashion_folder(root):
+    """The Fashion-MNIST folder under ``root``: ``root/fashion-mnist``, or ``root`` if it holds Fashion-MNIST; else None."""
+    root = Path(root)
+    if _has_idx_set(root / "fashion-mnist"):
+        return root / "fashion-mnist"
+    if _has_idx_set(root) and _is_fashion(root):
+        return root
+    return None
+
+
 # ----------------------------------------------------------------------------- verified IDX sets
 
 _VERIFIED: dict = {}  # (resolved path, size, mtime_ns, verify) -> read-only array; one check per process
@@ -126,7 +187,11 @@ def _verified_idx(path: Path, stem: str, file_sha256: set, idx_sha256: str, veri
             f"{path}: SHA-256 {digest}, expected {' or '.join(sorted(file_sha256))}: the shipped file is "
             "corrupt or was changed; restore it (git checkout / reinstall dlrt_ref)"
         )
-    array = read_idx(path)
+    try:
+        array = read_idx(path)
+    except DataError as exc:
+        want = " or ".join(sorted(file_sha256)) if exact else f"a file whose decoded {stem} has SHA-256 {idx_sha256}"
+        raise DataError(f"{exc}; expected {want}: the file is corrupt, replace it") from None
     if verify:
         # Fast path: the file itself is a known one. Otherwise (e.g. re-gzipped by
         # a distribution) hash the decoded IDX bytes, which do not depend on gzip.
@@ -226,8 +291,9 @@ def load_mnist(flatten=True, dtype=np.float32, validation=0, seed=0, subset=None
         Likewise for the test set.
     path : str, os.PathLike or None, optional
         Folder holding the four IDX files (``.gz`` or not), e.g. the one that
-        :func:`download_mnist` returns. ``None`` (default): the copy shipped in
-        ``dlrt_ref/datasets``.
+        :func:`download_mnist` returns. ``None`` (default): the MNIST folder of
+        :func:`data_dir` (``--data-dir`` / ``$DLRT_REF_DATA_DIR``) if it has one,
+        else the copy shipped in ``dlrt_ref/datasets``.
     verify : bool, optional
         Check the files' SHA-256 (once per process and file).
 
@@ -240,6 +306,8 @@ def load_mnist(flatten=True, dtype=np.float32, validation=0, seed=0, subset=None
     DataError
         If a file is missing, corrupt or not canonical MNIST.
     """
+    if path is None and data_dir() is not None:  # the user's folder if it holds MNIST, else the shipped copy
+        path = mnist_folder(data_dir())
     (x_tr, y_tr, x_te, y_te), folder = _mnist_arrays(path, verify)
     return make_dataset("mnist", x_tr, y_tr, x_te, y_te, flatten=flatten, dtype=dtype, validation=validation,
                          seed=seed, subset=subset, test_subset=test_subset, classes=tuple("0123456789"),
@@ -284,14 +352,17 @@ def download_mnist(cache_dir=None, mirrors=MNIST_MIRRORS, checksums=None, timeou
 def _fashion_folders(path, cache_dir=None):
     if path is not None:
         return [Path(path)]
-    return [FASHION_DEBIAN_DIR, Path(cache_dir if cache_dir is not None else default_cache_dir()) / "fashion-mnist"]
+    root = data_dir()
+    user = [fashion_folder(root) or root / "fashion-mnist"] if root is not None else []
+    return user + [FASHION_DEBIAN_DIR, Path(cache_dir if cache_dir is not None else default_cache_dir()) / "fashion-mnist"]
 
 
 def load_fashion_mnist(flatten=True, dtype=np.float32, validation=0, seed=0, subset=None, test_subset=None,
                        path=None, verify=True) -> Dataset:
     """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, MIT licence), same shapes and options as :func:`load_mnist`.
 
-    Not shipped. Searched in ``path`` if given, else in
+    Not shipped. Searched in ``path`` if given, else in the data folder of
+    :func:`data_dir` (``<dir>/fashion-mnist`` or ``<dir>`` itself), then in
     ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu: ``apt-get install
     dataset-fashion-mnist``), then in ``<cache>/fashion-mnist`` (filled by
     :func:`download_fashion_mnist`). Tests that need these files skip when

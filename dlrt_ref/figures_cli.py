@@ -8,10 +8,16 @@ With no arguments it runs the quick preset of every experiment, into
 committed results; ``--preset full`` writes to ``figures/`` (committed). ``--only ode`` selects every experiment whose name starts
 with "ode". The ODE experiments run on the host whatever ``--backend`` says
 (their problems are small); the backend is recorded in the JSON.
+
+``--data-dir DIR`` (or ``$DLRT_REF_DATA_DIR``) points the training experiments
+at a folder with MNIST (its four IDX files, or a ``mnist/`` subfolder) and/or
+Fashion-MNIST (a ``fashion-mnist/`` subfolder); every file is verified by
+checksum. Without it MNIST comes from the copy shipped with the package.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +37,9 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy", help="array backend")
     p.add_argument("--out", type=Path, default=None, metavar="DIR",
                    help="output folder (default figures/ or figures/quick/)")
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help="folder with MNIST (IDX files or mnist/) and/or fashion-mnist/; default $DLRT_REF_DATA_DIR, "
+                        "else the shipped MNIST (Fashion-MNIST: /usr/share/datasets/fashion-mnist or the cache)")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
 
 
@@ -49,7 +58,31 @@ def run(args) -> int:
         if "cupy" not in available_backends():
             raise UsageError("backend 'cupy' is not available on this machine")
     out = args.out if args.out is not None else DEFAULT_OUT[args.preset]
-    (out / "data").mkdir(parents=True, exist_ok=True)
+    for folder in (out, out / "data"):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--out: {folder} is a file; give a folder")
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise UsageError(f"--data-dir {args.data_dir} is not a folder")
+    try:
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        probe = out / "data" / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        from dlrt_ref.cli import CommandError
+
+        raise CommandError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+    from dlrt_ref.data import set_data_dir
+
+    set_data_dir(args.data_dir)
+    try:
+        _run_all(names, args, out)
+    finally:
+        set_data_dir(None)
+    return 0
+
+
+def _run_all(names, args, out) -> None:
     for name in names:
         mod = load(name)
         t0 = time.perf_counter()
@@ -60,4 +93,3 @@ def run(args) -> int:
         (out / "data" / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
         paths = mod.plot(data, out)
         sys.stdout.write(f"{name}: {seconds:.1f} s -> {', '.join(str(p) for p in paths)}\n")
-    return 0

@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Dataset", "train_val_split", "stratified_subset", "make_dataset"]
+from dlrt_ref.idx import DataError
+
+__all__ = ["Dataset", "train_val_split", "stratified_subset", "make_dataset", "validate_dataset"]
 
 
 @dataclass(repr=False)
@@ -62,6 +64,37 @@ class Dataset:
     def __repr__(self) -> str:
         parts = ", ".join(f"{k}={getattr(self, 'x_' + k).shape}" for k in ("train", "val", "test"))
         return f"Dataset({self.name!r}, {parts}, dtype={self.x_train.dtype}, n_classes={self.n_classes})"
+
+
+def validate_dataset(data, need_train: bool = True) -> None:
+    """Check a :class:`Dataset` once before training or evaluation; raise :class:`DataError` (one line) if
+
+    * a split's inputs and labels differ in length, or inputs are not floating point;
+    * an input is NaN or infinite (a NaN image silently gives wrong accuracies);
+    * a label is not an integer in ``[0, n_classes)``;
+    * ``need_train`` and the training split is empty (e.g. a validation split that took every image).
+
+    Costs one pass over the arrays (about 0.1 s for MNIST).
+    """
+    name = data.name or "dataset"
+    n_classes = len(data.classes) if data.classes else None
+    for split in ("train", "val", "test"):
+        x, y = getattr(data, f"x_{split}"), getattr(data, f"y_{split}")
+        x, y = np.asarray(x), np.asarray(y)
+        if len(x) != len(y):
+            raise DataError(f"{name} {split}: {len(x)} inputs but {len(y)} labels")
+        if x.size and x.dtype.kind not in "fc":
+            raise DataError(f"{name} {split}: inputs must be floating point, got dtype {x.dtype}")
+        if x.size and not np.isfinite(x).all():
+            bad = int(np.count_nonzero(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+            raise DataError(f"{name} {split}: {bad} input(s) hold NaN or infinity; fix or drop them before training")
+        if y.size:
+            if y.dtype.kind not in "iu":
+                raise DataError(f"{name} {split}: labels must be integers, got dtype {y.dtype}")
+            if y.min() < 0 or (n_classes is not None and y.max() >= n_classes):
+                raise DataError(f"{name} {split}: labels must lie in [0, {n_classes}), got {y.min()}..{y.max()}")
+    if need_train and len(data.y_train) == 0:
+        raise DataError(f"{name}: the training split is empty (the validation split or subset took every image)")
 
 
 # ----------------------------------------------------------------------------- splits

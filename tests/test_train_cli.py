@@ -82,9 +82,15 @@ def test_out_and_resume(capsys, tmp_path):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_nonfinite_loss_exits_1(capsys, tmp_path):
-    code = main(["train", *TINY, "--optimizer", "sgd", "--lr", "1e8", "--method", "bug", "--out", str(tmp_path)])
+    code = main(["train", *TINY, "--optimizer", "sgd", "--lr", "1e8", "--method", "bug", "--out", str(tmp_path),
+                 "--divergence-factor", "0", "--quiet"])
     assert code == 1
-    assert "non-finite loss" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "non-finite loss" in err and len(err.splitlines()) == 1
+    code = main(["train", *TINY, "--optimizer", "sgd", "--lr", "1e8", "--method", "bug", "--out", str(tmp_path / "b")])
+    assert code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("train: mlp") and "diverged" in err[-1] and "more than 100 times" in err[-1]
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -29,6 +29,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -153,16 +155,28 @@ def save_checkpoint(path, trainer, position: dict, history: dict, config: dict) 
     return path
 
 
+# what a damaged file raises while numpy/zipfile/zlib/json read it
+_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile, zlib.error)
+
+
 def _open(path):
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the checkpoint.npz file inside it")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
         z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise ValueError("not an .npz archive")
         manifest = json.loads(bytes(z["__manifest__"]).decode("utf-8"))
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable dlrt_ref checkpoint: {exc}") from None
+        if not isinstance(manifest, dict):
+            raise ValueError("the manifest is not a JSON object")
+    except _READ_ERRORS as exc:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable dlrt_ref checkpoint "
+                              f"(truncated, damaged or another kind of file): {type(exc).__name__}: {exc}") from None
     if manifest.get("format") != FORMAT:
+        z.close()
         raise CheckpointError(f"checkpoint {str(path)!r} has format {manifest.get('format')!r}, expected {FORMAT!r}")
     return z, manifest
 
@@ -179,43 +193,92 @@ def load_checkpoint(path, trainer) -> dict:
 
     Parameters and factors are moved to the network's backend; the optimiser
     state (frames included) is restored with ``opt.load_state_dict``; the
-    trainer's ``steps`` is set. Raises :class:`CheckpointError` if the file
-    does not fit the network or trainer.
+    trainer's ``steps`` is set. All or nothing: every array is read and checked
+    (presence, shape, finiteness of the weights) before the trainer is changed.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, truncated, damaged (a flipped byte fails the
+        zip CRC), lacks an array, has a wrong shape, or does not fit the network
+        or trainer. The message is one line naming the file.
     """
     z, manifest = _open(path)
     with z:
-        net, be = trainer.net, net_backend(trainer.net)
-        if len(manifest["layers"]) != len(net.layers):
-            raise CheckpointError(f"checkpoint has {len(manifest['layers'])} layers, the network {len(net.layers)}")
-        kind = manifest["trainer"]["type"]
-        if kind != type(trainer).__name__ or manifest["trainer"].get("method") != getattr(trainer, "method", None):
-            raise CheckpointError(f"checkpoint was written by {kind} ({manifest['trainer'].get('method')}), "
-                                  f"this run uses {type(trainer).__name__} ({getattr(trainer, 'method', None)})")
-        for k, (entry, layer) in enumerate(zip(manifest["layers"], net.layers)):
-            if entry["type"] != type(layer).__name__ or entry["params"] != sorted(layer.params):
-                raise CheckpointError(f"layer {k}: checkpoint has {entry['type']} {entry['params']}, "
-                                      f"network has {type(layer).__name__} {sorted(layer.params)}")
-            for name in entry["params"]:
-                a = z[f"layer{k}/param/{name}"]
-                if a.shape != layer.params[name].shape:
-                    raise CheckpointError(f"layer {k} param {name}: shape {a.shape} != {layer.params[name].shape}")
-                layer.params[name] = be.asarray(a)
-            if getattr(layer, "lowrank", False):
-                U, S, V = (be.asarray(z[f"layer{k}/factor/{n}"]) for n in ("U", "S", "V"))
-                layer.set_factors(U, S, V)
-        state = {}
-        for j, entry in enumerate(manifest["optimizer_state"]):
-            st = {name: z[f"opt{j}/{name}"] for name in entry["arrays"]}
-            st["t"] = entry["t"]
-            st["frame"] = tuple(z[f"opt{j}/frame/{i}"] for i in range(entry["frame"]))
-            state[_decode_key(entry["key"])] = st
-        sd = dict(manifest["optimizer"], state=state)
-        if sd["lr"] != trainer.opt.lr or sd["state_policy"] != trainer.opt.state_policy:
-            raise CheckpointError(f"checkpoint optimiser {sd['name']} lr={sd['lr']} ({sd['state_policy']}) differs from "
-                                  f"this run's {trainer.opt!r}")
         try:
-            trainer.opt.load_state_dict(sd, be)
-        except ValueError as exc:
-            raise CheckpointError(str(exc)) from None
-        trainer.steps = int(manifest["trainer"]["steps"])
+            params, factors, sd = _read_arrays(z, manifest, trainer)
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r}: {exc}") from None
+        except _READ_ERRORS as exc:
+            raise CheckpointError(f"checkpoint {str(path)!r} is damaged or incomplete: {type(exc).__name__}: "
+                                  f"{exc}") from None
+    net, be = trainer.net, net_backend(trainer.net)
+    old = [(dict(layer.params), getattr(layer, "U", None), getattr(layer, "S", None), getattr(layer, "V", None))
+           for layer in net.layers]
+    try:
+        for (k, name), a in params.items():
+            net.layers[k].params[name] = be.asarray(a)
+        for k, (U, S, V) in factors.items():
+            net.layers[k].set_factors(be.asarray(U), be.asarray(S), be.asarray(V))
+        trainer.opt.load_state_dict(sd, be)
+    except ValueError as exc:  # ShapeError/RankError of set_factors, the optimiser's checks: undo, one line
+        for layer, (p, U, S, V) in zip(net.layers, old):
+            layer.params = p
+            if U is not None:
+                layer.U, layer.S, layer.V = U, S, V
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run: {exc}") from None
+    trainer.steps = int(manifest["trainer"]["steps"])
     return manifest
+
+
+def _read_arrays(z, manifest, trainer):
+    """Every array the trainer needs, read and checked; the trainer is not touched."""
+    net = trainer.net
+    if len(manifest["layers"]) != len(net.layers):
+        raise CheckpointError(f"checkpoint has {len(manifest['layers'])} layers, the network {len(net.layers)}")
+    kind = manifest["trainer"]["type"]
+    if kind != type(trainer).__name__ or manifest["trainer"].get("method") != getattr(trainer, "method", None):
+        raise CheckpointError(f"checkpoint was written by {kind} ({manifest['trainer'].get('method')}), "
+                              f"this run uses {type(trainer).__name__} ({getattr(trainer, 'method', None)})")
+    params, factors = {}, {}
+    for k, (entry, layer) in enumerate(zip(manifest["layers"], net.layers)):
+        if entry["type"] != type(layer).__name__ or entry["params"] != sorted(layer.params):
+            raise CheckpointError(f"layer {k}: checkpoint has {entry['type']} {entry['params']}, "
+                                  f"network has {type(layer).__name__} {sorted(layer.params)}")
+        for name in entry["params"]:
+            a = _array(z, f"layer{k}/param/{name}")
+            if a.shape != layer.params[name].shape:
+                raise CheckpointError(f"layer {k} param {name}: shape {a.shape} != {layer.params[name].shape}")
+            params[(k, name)] = a
+        if getattr(layer, "lowrank", False):
+            U, S, V = (_array(z, f"layer{k}/factor/{n}") for n in ("U", "S", "V"))
+            m, n = layer.shape
+            r = S.shape[0] if S.ndim == 2 else -1
+            if S.shape != (r, r) or U.shape != (m, r) or V.shape != (n, r) or r < 1:
+                raise CheckpointError(f"layer {k} factors: shapes U {U.shape}, S {S.shape}, V {V.shape} do not "
+                                      f"form a rank-r factorisation of a {m}x{n} weight")
+            factors[k] = (U, S, V)
+    state = {}
+    for j, entry in enumerate(manifest["optimizer_state"]):
+        st = {name: _array(z, f"opt{j}/{name}", finite=False) for name in entry["arrays"]}
+        st["t"] = entry["t"]
+        st["frame"] = tuple(_array(z, f"opt{j}/frame/{i}", finite=False) for i in range(entry["frame"]))
+        state[_decode_key(entry["key"])] = st
+    sd = dict(manifest["optimizer"], state=state)
+    if sd["lr"] != trainer.opt.lr or sd["state_policy"] != trainer.opt.state_policy:
+        raise CheckpointError(f"checkpoint optimiser {sd['name']} lr={sd['lr']} ({sd['state_policy']}) differs from "
+                              f"this run's {trainer.opt!r}")
+    if sd["name"] != trainer.opt.name:
+        raise CheckpointError(f"checkpoint optimiser is {sd['name']!r}, this run uses {trainer.opt.name!r}")
+    int(manifest["trainer"]["steps"])
+    return params, factors, sd
+
+
+def _array(z, key, finite=True):
+    """One array of the archive; a clear error when it is missing or (weights) not finite."""
+    if key not in z.files:
+        raise CheckpointError(f"array {key!r} is missing")
+    a = z[key]
+    if finite and a.dtype.kind in "fc" and not np.isfinite(a).all():
+        raise CheckpointError(f"array {key!r} holds NaN or infinity")
+    return a

@@ -2,11 +2,20 @@
 
 Examples::
 
-    python -m dlrt_ref train --model mlp --method ra-bug --tau 0.1 --epochs 5 --json
-    python -m dlrt_ref train --model lenet5 --method ra-bug --tau 0.11 --optimizer sgd --lr 0.05 --batch-size 128
-    python -m dlrt_ref train --model mlp --widths 784,256,10 --method dense --optimizer sgd --lr 0.1
-    python -m dlrt_ref train --model mlp --method bug --rank 20 --out runs/bug20
-    python -m dlrt_ref train --resume runs/bug20/checkpoint.npz --epochs 10 --out runs/bug20
+    dlrt-ref train --model mlp --method ra-bug --tau 0.1 --epochs 5 --json
+    dlrt-ref train --model lenet5 --method ra-bug --tau 0.11 --optimizer sgd --lr 0.05 --batch-size 128
+    dlrt-ref train --model mlp --widths 784,256,10 --method dense --optimizer sgd --lr 0.1
+    dlrt-ref train --model mlp --method bug --rank 20 --out runs/bug20
+    dlrt-ref train --resume runs/bug20/checkpoint.npz --epochs 10 --out runs/bug20
+    dlrt-ref evaluate runs/bug20/checkpoint.npz
+
+(``dlrt-ref`` is ``.venv/bin/python -m dlrt_ref`` after the README's quickstart.)
+
+Errors: exit 2 for a bad option or value, exit 1 for a runtime failure (a
+diverged run, an unreadable checkpoint or data file, an unwritable ``--out``),
+130 for Ctrl-C; each with one line on stderr (``--debug``: the traceback).
+A run never overwrites another run's ``--out`` folder unless ``--overwrite``
+is given (or it continues that run with ``--resume``).
 
 Methods: ``ra-bug`` (default), ``bug``, ``ksl``, ``parallel`` (DLRT,
 :mod:`dlrt_ref.train.dlrt`), ``dense`` and ``uv`` (baselines,
@@ -21,7 +30,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -46,7 +57,10 @@ DEFAULTS = {
     "validation": "0",
     "log_every": 50,
     "eval_batch": 1000,
+    "divergence_factor": 100.0,  # see dlrt_ref.train.loop.DIVERGENCE_FACTOR
 }
+DATA_DIR_ENV = "DLRT_REF_DATA_DIR"  # = dlrt_ref.data.DATA_DIR_ENV (not imported: keeps --help fast)
+MNIST_SIZES = {"train": 60000, "test": 10000}  # = dlrt_ref.data.MNIST_FACTS
 
 MODELS = ("mlp", "lenet5")
 METHODS = ("dense", "ra-bug", "bug", "ksl", "parallel", "uv")
@@ -91,10 +105,17 @@ def add_arguments(p) -> None:
     g.add_argument("--dense-last", dest="dense_last", action="store_true", default=None,
                    help="keep the classifier dense (default)")
     g.add_argument("--lowrank-last", dest="dense_last", action="store_false", help="factorise the classifier too")
-    a("--out", help="folder for config.json, results.json and checkpoint.npz")
+    a("--data-dir", help=f"folder with the MNIST IDX files (or a mnist/ subfolder), verified by checksum; default "
+                         f"${DATA_DIR_ENV} if set, else the copy shipped with the package")
+    a("--out", help="folder for config.json, results.json and checkpoint.npz (must not hold another run)")
+    a("--overwrite", action="store_true", help="allow --out to replace the run already in that folder")
     a("--resume", help="continue from a checkpoint (its run options are used; --epochs is the new total)")
     a("--checkpoint-every", type=int, help="also checkpoint every N steps (needs --out)")
-    a("--log-every", type=int, help=f"log line every N steps (default {DEFAULTS['log_every']}; 0: none)")
+    a("--log-every", type=int, help=f"progress line on the first step and every N steps (default "
+                                    f"{DEFAULTS['log_every']}; 0: none)")
+    a("--divergence-factor", type=float, help=f"stop (exit 1) when a step's loss exceeds this many times the first "
+                                              f"loss (default {DEFAULTS['divergence_factor']:g}; 0: only NaN/inf)")
+    a("--quiet", action="store_true", help="no start line and no progress lines on stderr")
     a("--json", action="store_true", help="print one final JSON object on stdout")
 
 
@@ -172,8 +193,10 @@ def _check(run) -> None:
         raise _usage(f"--tau applies to {'/'.join(ADAPTIVE_METHODS)}, not to --method {run['method']}")
     if run["compat_2022_truncation"] and not adaptive:
         raise _usage(f"--compat-2022-truncation applies to {'/'.join(ADAPTIVE_METHODS)} only")
-    if run["tau"] is not None and not (math.isfinite(run["tau"]) and run["tau"] >= 0):
-        raise _usage(f"--tau must be a finite number >= 0, got {run['tau']}")
+    if run["tau"] is not None and not (math.isfinite(run["tau"]) and 0 <= run["tau"] < 1):
+        raise _usage(f"--tau must be in [0, 1) (it is relative: ϑ = τ‖σ‖), got {run['tau']}")
+    if run["seed"] < 0:
+        raise _usage(f"--seed must be >= 0, got {run['seed']}")
     if not (math.isfinite(run["lr"]) and run["lr"] > 0):
         raise _usage(f"--lr must be a finite positive number, got {run['lr']}")
     for k in ("batch_size", "rank", "r_min", "r_max", "subset", "test_subset"):
@@ -183,10 +206,26 @@ def _check(run) -> None:
         raise _usage(f"--r-max ({run['r_max']}) must be >= --r-min ({run['r_min']})")
     if run["method"] == "dense" and (run["rank"] is not None or run["r_max"] is not None):
         raise _usage("--rank/--r-max do not apply to --method dense")
+    _check_sizes(run)
     from dlrt_ref.backend import available_backends
 
     if run["backend"] not in available_backends():
         raise _usage(f"--backend {run['backend']} is not available here (available: {available_backends()})")
+
+
+def _check_sizes(run) -> None:
+    """--validation, --subset and --test-subset against MNIST's sizes, before any data is loaded."""
+    n_train, n_test = MNIST_SIZES["train"], MNIST_SIZES["test"]
+    v = _parse_validation(run["validation"])
+    k = v if isinstance(v, int) else (int(v[5:]) if v.startswith("last:") else 10000)
+    if k >= n_train:
+        raise _usage(f"--validation {run['validation']} leaves no training images (MNIST has {n_train}); "
+                     f"use at most {n_train - 1}")
+    if run["subset"] is not None and run["subset"] > n_train - k:
+        raise _usage(f"--subset {run['subset']} is larger than the {n_train - k} training images left after "
+                     f"--validation {run['validation']}")
+    if run["test_subset"] is not None and run["test_subset"] > n_test:
+        raise _usage(f"--test-subset {run['test_subset']} is larger than the {n_test} MNIST test images")
 
 
 def _layer_shapes(run) -> list:
@@ -217,9 +256,8 @@ def initial_ranks(run) -> list:
     return ranks
 
 
-def build(run):
-    """(trainer, dataset) for resolved run options."""
-    from dlrt_ref.data import load_mnist
+def build_trainer(run):
+    """The trainer (network + optimiser + method) for resolved run options."""
     from dlrt_ref.nn import lenet5, mlp
     from dlrt_ref.train.baselines import UVTrainer, dense_trainer
     from dlrt_ref.train.dlrt import DLRT
@@ -231,47 +269,166 @@ def build(run):
     net = mlp(_parse_widths(run["widths"]), **kw) if run["model"] == "mlp" else lenet5(**kw)
     opt = make_optimizer(run["optimizer"], run["lr"])
     if run["method"] == "dense":
-        trainer = dense_trainer(net, opt)
-    elif run["method"] == "uv":
-        trainer = UVTrainer(net, opt)
+        return dense_trainer(net, opt)
+    if run["method"] == "uv":
+        return UVTrainer(net, opt)
+    return DLRT(net, opt, method=run["method"], tau=run["tau"] if run["tau"] is not None else 0.0,
+                r_min=run["r_min"], r_max=run["r_max"], compat_2022_truncation=run["compat_2022_truncation"],
+                ortho=run["ortho"])
+
+
+def mnist_path(data_dir):
+    """The MNIST folder for ``--data-dir`` (None: ``$DLRT_REF_DATA_DIR`` or the shipped copy); UsageError if absent."""
+    from dlrt_ref.data import data_dir as env_data_dir
+    from dlrt_ref.data import mnist_folder
+
+    if data_dir is None:
+        root, what = env_data_dir(), f"${DATA_DIR_ENV}"
+        if root is None:
+            return None
     else:
-        trainer = DLRT(net, opt, method=run["method"], tau=run["tau"] if run["tau"] is not None else 0.0,
-                       r_min=run["r_min"], r_max=run["r_max"], compat_2022_truncation=run["compat_2022_truncation"],
-                       ortho=run["ortho"])
-    data = load_mnist(flatten=run["model"] == "mlp", dtype=dtype, validation=_parse_validation(run["validation"]),
-                      seed=run["seed"], subset=run["subset"], test_subset=run["test_subset"])
-    return trainer, data
+        root, what = Path(data_dir), "--data-dir"
+    if not root.is_dir():
+        raise _usage(f"{what} {root} is not a folder")
+    folder = mnist_folder(root)
+    if folder is None:
+        raise _usage(f"{what} {root} holds no MNIST IDX files (train-images-idx3-ubyte[.gz] and the other three, "
+                     f"in it or in {root / 'mnist'})")
+    return folder
+
+
+def load_data(run, path=None, test_only=False):
+    """The MNIST :class:`~dlrt_ref.splits.Dataset` of a run (``test_only``: a 10-image training split)."""
+    from dlrt_ref.data import load_mnist
+
+    return load_mnist(flatten=run["model"] == "mlp", dtype=np.dtype(run["dtype"]),
+                      validation=_parse_validation(run["validation"]), seed=run["seed"],
+                      subset=10 if test_only else run["subset"], test_subset=run["test_subset"], path=path)
+
+
+def build(run, path=None):
+    """(trainer, dataset) for resolved run options."""
+    return build_trainer(run), load_data(run, path)
+
+
+def _check_out(args) -> None:
+    """Refuse an --out that is a file, or that holds another run (unless --overwrite, or --resume of that run)."""
+    if args.checkpoint_every and not args.out:
+        raise _usage("--checkpoint-every needs --out")
+    if args.overwrite and not args.out:
+        raise _usage("--overwrite needs --out")
+    if not args.out:
+        return
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _usage(f"--out {out} is a file; give a folder")
+    if not out.is_dir():
+        return
+    existing = [name for name in ("checkpoint.npz", "results.json", "config.json") if (out / name).exists()]
+    if not existing or args.overwrite:
+        return
+    if args.resume and Path(args.resume).resolve().parent == out.resolve():
+        return  # continuing the run that lives there
+    raise _usage(f"--out {out} already holds a run ({', '.join(existing)}); add --overwrite to replace it, "
+                 f"or --resume {out / 'checkpoint.npz'} to continue it")
+
+
+def _writable(out: Path) -> None:
+    """Create --out and prove it writable now, not after the data is loaded (exit 1 with one line otherwise)."""
+    from dlrt_ref.cli import CommandError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CommandError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+
+
+def start_line(opts, epochs, args, data_folder) -> str:
+    """One line stating what is about to run: model, method, options, data, threads and output folder."""
+    from dlrt_ref.cli import describe_threads
+
+    n_train, n_test = MNIST_SIZES["train"], MNIST_SIZES["test"]
+    v = _parse_validation(opts["validation"])
+    k = v if isinstance(v, int) else (int(v[5:]) if v.startswith("last:") else 10000)
+    train = opts["subset"] if opts["subset"] is not None else n_train - k
+    test = opts["test_subset"] if opts["test_subset"] is not None else n_test
+    what = f"{opts['model']} {opts['widths'] or ''}".strip()
+    tau = f" tau {opts['tau']}" if opts["tau"] is not None else ""
+    rank = f" rank {opts['rank']}" if opts["rank"] is not None else ""
+    src = "shipped copy" if data_folder is None else str(data_folder)
+    dest = f"out {args.out}" if args.out else "no --out (nothing saved)"
+    resumed = f", resuming {args.resume}" if args.resume else ""
+    return (f"train: {what}, {opts['method']}{tau}{rank}, {opts['optimizer']} lr {opts['lr']}, batch "
+            f"{opts['batch_size']}, {epochs} epoch(s), {opts['dtype']}, seed {opts['seed']}; MNIST ({src}): "
+            f"{train} train / {k} val / {test} test images; {describe_threads()}; {dest}{resumed}")
+
+
+def final_line(opts, summary, out) -> str:
+    """The readable result: accuracy and c.r. in % (rounded), ranks, cost; the JSON keeps full precision."""
+    def pct(x, nd=2):
+        return "-" if x is None else f"{100 * x:.{nd}f} %"
+
+    ms = summary.get("ms_per_step")
+    passes = summary.get("passes_per_step")
+    parts = [f"{opts['model']} {opts['method']}: test accuracy {pct(summary.get('test_acc'))}",
+             f"test loss {summary['test_loss']:.4f}" if summary.get("test_loss") is not None else "test loss -",
+             f"ranks {summary.get('ranks')}",
+             f"c.r. {pct(summary.get('cr_eval'), 1)} (eval), {pct(summary.get('cr_train'), 1)} (train-paper)",
+             f"{ms:.0f} ms/step" if ms is not None else "- ms/step",
+             f"{passes:g} pass(es)/step" if passes is not None else ""]
+    if summary.get("val_acc") is not None:
+        parts.insert(1, f"val accuracy {pct(summary['val_acc'])}")
+    line = ", ".join(p for p in parts if p)
+    return line + (f"; results in {out}" if out else "")
 
 
 def run(args) -> int:
-    from dlrt_ref.train.dlrt import NonFiniteLossError
-    from dlrt_ref.train.loop import fit
+    from dlrt_ref.cli import CommandError
 
     opts = resolve(args)
     epochs = args.epochs if args.epochs is not None else DEFAULTS["epochs"]
     log_every = args.log_every if args.log_every is not None else DEFAULTS["log_every"]
+    factor = args.divergence_factor if args.divergence_factor is not None else DEFAULTS["divergence_factor"]
     if epochs < 0:
         raise _usage(f"--epochs must be >= 0, got {epochs}")
     if log_every < 0 or (args.checkpoint_every is not None and args.checkpoint_every < 1):
         raise _usage("--log-every must be >= 0 and --checkpoint-every >= 1")
-    if args.checkpoint_every and not args.out:
-        raise _usage("--checkpoint-every needs --out")
-    trainer, data = build(opts)
+    if not (math.isfinite(factor) and factor >= 0) or 0 < factor <= 1:
+        raise _usage(f"--divergence-factor must be 0 (off) or a finite number > 1, got {factor}")
+    if args.resume:
+        from dlrt_ref.train.checkpoint import read_manifest
+
+        done = read_manifest(args.resume)["position"]["epoch"]  # readable: resolve() read it
+        if epochs <= done:
+            raise _usage(f"--resume {args.resume} has completed {done} epoch(s); --epochs is the new total and must "
+                         f"be more than {done} (got {epochs})")
+    _check_out(args)
+    data_folder = mnist_path(args.data_dir)
+    if args.out:
+        _writable(Path(args.out))
+    log = (lambda line: None) if args.quiet else None
+    if args.quiet:
+        log_every = 0
+    else:
+        sys.stderr.write(start_line(opts, epochs, args, data_folder) + "\n")
+        sys.stderr.flush()
+    trainer, data = build(opts, data_folder)
     config = {"command": "train", "run": opts, "initial_ranks": initial_ranks(opts),
               "fit": {"epochs": epochs, "batch_size": opts["batch_size"], "seed": opts["seed"],
-                      "eval_batch": DEFAULTS["eval_batch"]}}
-    try:
-        hist = fit(trainer, data, epochs, opts["batch_size"], seed=opts["seed"], log_every=log_every,
-                   out_dir=args.out, checkpoint_every=args.checkpoint_every, resume=args.resume,
-                   eval_batch=DEFAULTS["eval_batch"], config=config)
-    except NonFiniteLossError as exc:
-        sys.stderr.write(f"python -m dlrt_ref train: error: {exc}\n")
-        return 1
+                      "eval_batch": DEFAULTS["eval_batch"], "divergence_factor": factor}}
+    from dlrt_ref.train.loop import fit
+
+    hist = fit(trainer, data, epochs, opts["batch_size"], seed=opts["seed"], log_every=log_every,
+               out_dir=args.out, checkpoint_every=args.checkpoint_every, resume=args.resume,
+               eval_batch=DEFAULTS["eval_batch"], config=config, log=log, divergence_factor=factor or None)
     summary = hist.summary()
     if args.json:
         print(json.dumps(dict(summary, config=config, history=hist.epochs)))
     else:
-        print(f"{opts['model']} {opts['method']}: test acc {summary.get('test_acc')}, ranks {summary.get('ranks')}, "
-              f"cr_eval {summary.get('cr_eval')}, cr_train (train-paper) {summary.get('cr_train')}, "
-              f"{summary.get('ms_per_step')} ms/step, {summary.get('passes_per_step')} passes/step")
+        print(final_line(opts, summary, args.out))
+    if hist.status != "finished":  # pragma: no cover - fit raises instead
+        raise CommandError(f"the run ended with status {hist.status}: {hist.message}")
     return 0

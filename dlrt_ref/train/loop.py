@@ -38,7 +38,8 @@ from dlrt_ref.train import accounting
 from dlrt_ref.train.checkpoint import net_backend, atomic_write, load_checkpoint, save_checkpoint
 from dlrt_ref.train.dlrt import NonFiniteLossError
 
-__all__ = ["History", "fit", "evaluate", "write_json", "epoch_order"]
+__all__ = ["History", "fit", "evaluate", "write_json", "epoch_order", "DivergenceError", "DIVERGENCE_FACTOR",
+           "remove_stale_temporaries"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
 
@@ -133,30 +134,80 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+DIVERGENCE_FACTOR = 100.0  # a step loss above this many times the run's first loss counts as divergence
+STALE_PREFIXES = (f".{CHECKPOINT_NAME}.", ".results.json.", ".config.json.")  # atomic_write's temporary names
+
+
+class DivergenceError(NonFiniteLossError):
+    """The run diverged: a non-finite loss or parameter, or a loss far above its starting value.
+
+    A subclass of :class:`~dlrt_ref.train.dlrt.NonFiniteLossError`, so code that
+    catches that also catches the finite blow-up.
+    """
+
+
+def remove_stale_temporaries(out) -> list:
+    """Delete the temporary files that a killed run left in ``out`` (``.checkpoint.npz.*.tmp`` and the JSONs').
+
+    :func:`~dlrt_ref.train.checkpoint.atomic_write` removes its temporary file on
+    any exception, but not on SIGKILL or power loss. One run per folder is
+    assumed: a temporary file present when a run starts belongs to a dead run.
+    """
+    removed = []
+    for p in Path(out).glob(".*.tmp"):
+        if p.is_file() and p.name.startswith(STALE_PREFIXES):
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
+
+
+def _nonfinite_param(net):
+    """Name of the first parameter or factor holding NaN/inf, or None (one host synchronisation when all are finite)."""
+    named = []
+    for k, layer in enumerate(net.layers):
+        named += [(f"layer {k} {name}", a) for name, a in sorted(layer.params.items())]
+        if getattr(layer, "lowrank", False):
+            named += [(f"layer {k} {name}", getattr(layer, name)) for name in ("U", "S", "V")]
+    if not named:
+        return None
+    be = net_backend(net)
+    flags = [be.xp.isfinite(a).all() for _, a in named]
+    if bool(be.xp.stack(flags).all()):
+        return None
+    return next(name for (name, _), f in zip(named, flags) if not bool(f))
+
+
 def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: int = 50, out_dir=None,
         checkpoint_every: int | None = None, resume=None, eval_batch: int = 1000, on_epoch=None,
-        config: dict | None = None, log=None) -> History:
+        config: dict | None = None, log=None, divergence_factor: float | None = DIVERGENCE_FACTOR) -> History:
     """Train ``trainer`` on ``data`` for ``epochs`` epochs of mini-batches.
 
     Parameters
     ----------
     trainer : DLRT, UVTrainer, SOnlyTrainer, ...
     data : Dataset
-        Host arrays ``x_train, y_train, x_val, y_val, x_test, y_test``.
+        Host arrays ``x_train, y_train, x_val, y_val, x_test, y_test``; checked
+        once (:func:`~dlrt_ref.splits.validate_dataset`: finite inputs, labels
+        in range, a non-empty training split).
     epochs, batch_size : int
         The last batch of an epoch may be smaller.
     seed : int
         Seed of the shuffle (see :func:`epoch_order`).
     log_every : int
-        One log line every that many steps (0: none), plus one per epoch.
+        One log line on the first step and every that many steps (0: none), plus one per epoch.
     out_dir : str or Path, optional
         Folder for ``config.json``, ``results.json`` and ``checkpoint.npz``.
+        Temporary files left there by a killed run are removed first.
     checkpoint_every : int, optional
         Also checkpoint every that many steps (it always does after an epoch
         when ``out_dir`` is given).
     resume : str or Path, optional
         Continue from this checkpoint (the trainer must be built like the
-        original one). ``epochs`` is the total, counted from the start of the run.
+        original one). ``epochs`` is the total, counted from the start of the
+        run, and must exceed the epochs the checkpoint has completed.
     eval_batch : int
         Batch size of evaluation.
     on_epoch : callable, optional
@@ -165,6 +216,12 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
         JSON-able description of the run, stored in ``config.json``, results and checkpoints.
     log : callable, optional
         ``log(line)``; default: print to stderr.
+    divergence_factor : float or None
+        The run counts as diverged when a step's loss exceeds this factor times
+        the loss of the run's first step (default :data:`DIVERGENCE_FACTOR` = 100;
+        for 10 classes the first loss is about ln 10 = 2.3, so the threshold is
+        about 230, a loss no converging run reaches). ``None`` or 0: only
+        non-finite values count.
 
     Returns
     -------
@@ -172,12 +229,19 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
 
     Raises
     ------
-    NonFiniteLossError
-        When a step meets a NaN/inf loss; the message says where, and names the
-        last good checkpoint, which is left untouched.
+    DivergenceError (a NonFiniteLossError)
+        When a step meets a NaN/inf loss, leaves a NaN/inf parameter, or its
+        loss exceeds ``divergence_factor`` times the first loss. The message says
+        where and names the last good checkpoint, which is left untouched; no
+        checkpoint is written after the failing step.
+    KeyboardInterrupt
+        Re-raised on Ctrl-C with a message naming the last checkpoint.
     """
+    from dlrt_ref.splits import validate_dataset
+
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"fit: need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
+    validate_dataset(data, need_train=epochs > 0)
     log = _stderr if log is None else log
     be = net_backend(trainer.net)
     config = dict(config or {})
@@ -187,14 +251,21 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
     history, epoch0, batch0 = History(), 0, 0
     if resume is not None:
         manifest = load_checkpoint(resume, trainer)
+        epoch0, batch0 = manifest["position"]["epoch"], manifest["position"]["batch"]
+        if epochs <= epoch0:
+            raise ValueError(f"the checkpoint {resume} has completed {epoch0} epoch(s); epochs={epochs} is the new "
+                             f"total and must be larger")
         history = History.from_dict(manifest["history"])
         history.status = "running"
-        epoch0, batch0 = manifest["position"]["epoch"], manifest["position"]["batch"]
         log(f"resumed from {resume}: epoch {epoch0 + 1}, batch {batch0}, step {trainer.steps}")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        stale = remove_stale_temporaries(out)
+        if stale:
+            log(f"removed {len(stale)} temporary file(s) left by an interrupted run in {out}")
         write_json(out / "config.json", config)
-    last_good = {"path": None, "step": None}
+    last_good = {"path": str(resume) if resume is not None else None,
+                 "step": trainer.steps if resume is not None else None}
 
     def checkpoint(epoch, batch):
         if ckpt_path is not None:
@@ -202,9 +273,17 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
                             history.to_dict(), config)
             last_good.update(path=str(ckpt_path), step=trainer.steps)
 
+    def kept():
+        if last_good["path"]:
+            return f"last good checkpoint: {last_good['path']} (step {last_good['step']})"
+        if ckpt_path is not None and ckpt_path.exists():
+            return f"checkpoint {ckpt_path} left as it was"
+        return "no checkpoint was written" + ("" if out is not None else " (no --out folder)")
+
     n = len(data.y_train)
     n_batches = -(-n // batch_size)
-    epoch, b = epoch0, batch0
+    epoch, b, first_logged = epoch0, batch0, False
+    reference = history.steps[0]["loss"] if history.steps else None  # the run's first loss (kept on resume)
     try:
         for epoch in range(epoch0, epochs):
             order = epoch_order(n, seed, epoch)
@@ -215,12 +294,23 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
                 info = trainer.step(xb, yb)
                 be.synchronize()
                 ms = 1e3 * (time.perf_counter() - t0)
-                history.steps.append({"step": trainer.steps, "epoch": epoch + 1, "loss": float(info.loss),
+                loss = float(info.loss)
+                bad = _nonfinite_param(trainer.net)
+                if bad is not None:
+                    raise DivergenceError(f"non-finite values in {bad} after the step")
+                if reference is None:
+                    reference = loss
+                if divergence_factor and loss > divergence_factor * max(reference, 1e-12):
+                    raise DivergenceError(f"loss {loss:.4g} is more than {divergence_factor:g} times the first "
+                                          f"loss {reference:.4g}")
+                history.steps.append({"step": trainer.steps, "epoch": epoch + 1, "loss": loss,
                                       "ranks": list(info.ranks), "passes": int(info.passes), "ms": ms,
                                       "tails": [float(t) for t in getattr(info, "tails", [])]})
-                if log_every and trainer.steps % log_every == 0:
+                if log_every and (trainer.steps % log_every == 0 or not first_logged):
+                    first_logged = True
                     log(f"epoch {epoch + 1}/{epochs} step {b + 1}/{n_batches} (#{trainer.steps}) "
-                        f"loss {info.loss:.4f} ranks {list(info.ranks)} {ms:.1f} ms")
+                        f"loss {loss:.4f} ranks {list(info.ranks)} {ms:.1f} ms" + _eta(history, epochs, n_batches,
+                                                                                      trainer.steps))
                 if checkpoint_every and trainer.steps % checkpoint_every == 0 and b + 1 < n_batches:
                     checkpoint(epoch, b + 1)
             record = _epoch_record(trainer, data, history, epoch + 1, eval_batch)
@@ -234,19 +324,41 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
             if on_epoch is not None and on_epoch(record, trainer):
                 break
     except NonFiniteLossError as exc:
-        where = f"epoch {epoch + 1}, batch {b + 1} (step {trainer.steps + 1})"
-        kept = (f"last good checkpoint: {last_good['path']} (step {last_good['step']})" if last_good["path"]
-                else "no checkpoint was written" if ckpt_path is None or not ckpt_path.exists()
-                else f"checkpoint {ckpt_path} left as it was")
-        history.status, history.message = "diverged", f"non-finite loss at {where}; the run stopped; {kept}"
-        log(history.message)
+        history.status = "diverged"
+        if isinstance(exc, DivergenceError):  # detected here, after step trainer.steps
+            where = f"epoch {epoch + 1}, batch {b + 1} (step {trainer.steps})"
+            history.message = f"the run diverged at {where}: {exc}; the run stopped; {kept()}"
+        else:  # raised by the trainer during step trainer.steps + 1
+            where = f"epoch {epoch + 1}, batch {b + 1} (step {trainer.steps + 1})"
+            history.message = f"non-finite loss at {where}; the run stopped; {kept()} ({exc})"
         if out is not None:
             write_json(out / "results.json", _results(history, config))
-        raise NonFiniteLossError(f"{history.message} ({exc})") from exc
+        raise DivergenceError(history.message) from exc
+    except KeyboardInterrupt:
+        history.status = "interrupted"
+        history.message = f"interrupted at epoch {epoch + 1}, batch {b + 1} (step {trainer.steps}); {kept()}"
+        if last_good["path"]:
+            history.message += f"; continue with --resume {last_good['path']}"
+        if out is not None:
+            try:
+                write_json(out / "results.json", _results(history, config))
+            except (OSError, KeyboardInterrupt):
+                pass
+        raise KeyboardInterrupt(history.message) from None
     history.status = "finished"
     if out is not None:
         write_json(out / "results.json", _results(history, config))
     return history
+
+
+def _eta(history, epochs, n_batches, step) -> str:
+    """' (about M min left)' from the median step time so far (evaluation not included)."""
+    left = epochs * n_batches - step
+    if left <= 0 or not history.steps:
+        return ""
+    ms = float(np.median([s["ms"] for s in history.steps[-50:]]))
+    sec = left * ms / 1e3
+    return f", about {sec / 60:.1f} min left" if sec >= 60 else f", about {sec:.0f} s left"
 
 
 def _epoch_record(trainer, data, history, epoch, eval_batch) -> dict:
