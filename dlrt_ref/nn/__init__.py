@@ -3,13 +3,13 @@
 Public names:
 
 * layers: :class:`Dense`, :class:`LowRankLinear`, :class:`Conv2d`, :class:`LowRankConv2d`,
-  :class:`MaxPool2d`, :class:`Flatten`, :class:`ReLU`, :class:`Tanh`;
+  :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`Flatten`, :class:`ReLU`, :class:`Tanh`;
 * loss: :class:`SoftmaxCrossEntropy`;
 * networks: :class:`Sequential`, :func:`mlp`, :func:`lenet5`;
 * unfolding: :func:`im2col`, :func:`col2im`;
 * errors: :class:`ShapeError`, :class:`RankError`, :class:`NonFiniteError`, :class:`BackendError`.
 """
-from dlrt_ref.nn.conv import Conv2d, LowRankConv2d, MaxPool2d, col2im, im2col
+from dlrt_ref.nn.conv import AvgPool2d, Conv2d, LowRankConv2d, MaxPool2d, col2im, im2col
 from dlrt_ref.nn.errors import BackendError, NonFiniteError, RankError, ShapeError
 from dlrt_ref.nn.layers import Dense, Flatten, Layer, ReLU, Tanh
 from dlrt_ref.nn.loss import SoftmaxCrossEntropy
@@ -17,7 +17,7 @@ from dlrt_ref.nn.lowrank import LowRankFactors, LowRankLinear
 from dlrt_ref.nn.network import Sequential, lenet5, mlp
 
 __all__ = [
-    "Layer", "Dense", "LowRankFactors", "LowRankLinear", "Conv2d", "LowRankConv2d", "MaxPool2d",
+    "Layer", "Dense", "LowRankFactors", "LowRankLinear", "Conv2d", "LowRankConv2d", "MaxPool2d", "AvgPool2d",
     "Flatten", "ReLU", "Tanh", "SoftmaxCrossEntropy", "Sequential", "mlp", "lenet5",
     "im2col", "col2im", "ShapeError", "RankError", "NonFiniteError", "BackendError",
 ]

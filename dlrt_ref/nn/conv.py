@@ -232,3 +232,49 @@ class MaxPool2d(Layer):
 
     def __repr__(self):
         return f"MaxPool2d(k={self.k}, stride={self.stride})"
+
+
+class AvgPool2d(Layer):
+    r"""Average pooling over k×k windows with stride s (default k), no padding.
+
+    Forward :math:`y_{bcij} = \frac{1}{k^2}\sum_{u,v<k} x_{b,c,si+u,sj+v}`, linear
+    in x, so the backward is its adjoint: each window receives
+    :math:`\Delta_{bcij}/k^2` at every one of its k² entries (overlapping windows,
+    s < k, add up). The LeNet5 variants of Zangrando 2022 (ch. 5) pool this way.
+    """
+
+    def __init__(self, k, stride=None):
+        self.params, self.grads, self._cache = {}, {}, None
+        self.k = int(k)
+        self.stride = self.k if stride is None else int(stride)
+        if self.k < 1 or self.stride < 1:
+            raise ShapeError(f"AvgPool2d: k and stride must be >= 1, got k={k}, stride={stride}")
+
+    def forward(self, x):
+        check_shape(self, x, "forward input", (None, None, None, None))
+        B, C, H, W = x.shape
+        k, s = self.k, self.stride
+        Ho, Wo = conv_output_size(H, k, s), conv_output_size(W, k, s)
+        if Ho < 1 or Wo < 1:
+            raise ShapeError(f"{self!r}: input of spatial size {H}x{W} is smaller than the window {k}x{k}")
+        self._cache = (x.shape, (Ho, Wo))
+        y = 0
+        for i in range(k):
+            for j in range(k):  # sum of the k² strided views, each (B, C, Ho, Wo)
+                y = y + x[:, :, i : i + s * Ho : s, j : j + s * Wo : s]
+        return y / (k * k)
+
+    def backward(self, dy):
+        x_shape, (Ho, Wo) = self._cached()
+        self._upstream(dy, x_shape[:2] + (Ho, Wo))
+        xp = array_module(dy)
+        k, s = self.k, self.stride
+        dx = xp.zeros(x_shape, dtype=dy.dtype)
+        share = dy / (k * k)  # (B, C, Ho, Wo): ∂y_bcij/∂x = 1/k² on its window
+        for i in range(k):
+            for j in range(k):
+                dx[:, :, i : i + s * Ho : s, j : j + s * Wo : s] += share
+        return dx
+
+    def __repr__(self):
+        return f"AvgPool2d(k={self.k}, stride={self.stride})"

@@ -8,6 +8,11 @@ their backwards in reverse; nothing else is hidden. The training code reads
 * ``net.dense_params()``: ``(layer, name)`` pairs for every ordinary parameter
   ``layer.params[name]`` with gradient ``layer.grads[name]`` (dense weights,
   and the biases of all layers including low-rank ones), trained by plain SGD.
+
+Passes are counted here, by the network: ``net.forward_calls`` and
+``net.backward_calls`` count every call of ``forward`` and ``backward``, so a
+trainer reports the passes it actually ran, not the number its method
+declares (:class:`~dlrt_ref.train.dlrt.DLRT` reads them around each step).
 """
 from __future__ import annotations
 
@@ -32,13 +37,17 @@ class Sequential:
 
     def __init__(self, layers):
         self.layers = list(layers)
+        self.forward_calls = 0  # every forward and backward, counted (passes per step are read from these)
+        self.backward_calls = 0
 
     def forward(self, x):
+        self.forward_calls += 1
         for layer in self.layers:
             x = layer.forward(x)
         return x
 
     def backward(self, dy):
+        self.backward_calls += 1
         for layer in reversed(self.layers):
             dy = layer.backward(dy)
         return dy

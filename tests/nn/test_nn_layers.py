@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlrt_ref import gradcheck as gc
-from dlrt_ref.nn import (Conv2d, Dense, Flatten, LowRankConv2d, LowRankLinear, MaxPool2d, ReLU, Tanh, col2im,
+from dlrt_ref.nn import (AvgPool2d, Conv2d, Dense, Flatten, LowRankConv2d, LowRankLinear, MaxPool2d, ReLU, Tanh, col2im,
                          im2col)
 
 F64 = np.float64
@@ -76,6 +76,29 @@ def test_maxpool_matches_naive(B, C, H, W, k, s, seed):
     Ho, Wo = (H - k) // s + 1, (W - k) // s + 1
     want = np.array([[x[:, :, s * i : s * i + k, s * j : s * j + k].max(axis=(2, 3)) for j in range(Wo)] for i in range(Ho)])
     np.testing.assert_array_equal(y, want.transpose(2, 3, 0, 1))
+
+
+@given(st.integers(1, 4), st.integers(1, 3), st.integers(2, 7), st.integers(2, 7), st.integers(1, 3), st.integers(1, 3), seeds)
+def test_avgpool_matches_naive_and_its_float64_gradient_check(B, C, H, W, k, s, seed):
+    """Average pooling: forward = window means (direct definition); backward checked by central
+    differences, Taylor remainder and the adjoint identity in float64 (the layer is linear: no kinks)."""
+    if k > min(H, W):
+        return
+    x = np.random.default_rng(seed).standard_normal((B, C, H, W))
+    pool = AvgPool2d(k, s)
+    y = pool.forward(x)
+    Ho, Wo = (H - k) // s + 1, (W - k) // s + 1
+    want = np.array([[x[:, :, s * i : s * i + k, s * j : s * j + k].mean(axis=(2, 3)) for j in range(Wo)] for i in range(Ho)])
+    np.testing.assert_allclose(y, want.transpose(2, 3, 0, 1), rtol=1e-14, atol=1e-15)
+    gc.check_layer(pool, x, seed=seed % 1000, rtol=1e-8)
+
+
+def test_avgpool_backward_spreads_evenly_and_rejects_a_small_input():
+    pool = AvgPool2d(2)
+    y = pool.forward(np.ones((1, 1, 4, 4)))
+    np.testing.assert_array_equal(pool.backward(np.ones_like(y)), np.full((1, 1, 4, 4), 0.25))
+    with pytest.raises(ValueError, match="smaller than the window"):
+        AvgPool2d(3).forward(np.ones((1, 1, 2, 2)))
 
 
 # -- gradient checks, single layers (rel err <= 1e-7) -------------------------------
@@ -210,3 +233,26 @@ def test_layers_keep_dtype_on_every_backend(backend, dtype):
     assert conv.grad_op is None
     conv.backward(backend.xp.ones((2, 3, 5, 5), dtype=dtype))
     assert conv.grad_K().dtype == dtype and conv.grad_op.shape == (3, 18)
+
+
+# -- softmax cross-entropy at extreme logits ---------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_with_logits_of_plus_minus_1e4(dtype):
+    """Logits ±1e4 (e^{1e4} overflows every float): the max-shifted log-sum-exp gives the finite loss
+    and the gradient (p − onehot(y))/B, here known in closed form."""
+    from dlrt_ref.nn import SoftmaxCrossEntropy
+
+    z = np.array([[1e4, -1e4, 0.0], [-1e4, 1e4 - 1.0, 1e4], [1e4, 1e4, -1e4]], dtype=dtype)
+    y = np.array([1, 2, 0])
+    loss = SoftmaxCrossEntropy()
+    value = loss.forward(z, y)
+    # row 0: log p_1 = −2e4 (to 1e-4343); row 1: softmax of (−2e4−1, −1, 0); row 2: log p_0 = −log 2
+    lse1 = np.log1p(np.exp(-1.0))  # log(e^{−1} + e^0), the −2e4−1 term is below round-off
+    want = (2e4 + lse1 + np.log(2.0)) / 3
+    assert np.isfinite(value)
+    np.testing.assert_allclose(value, want, rtol=10 * np.finfo(dtype).eps)
+    d = loss.backward()
+    p1 = np.exp(np.array([-np.inf, -1.0, 0.0]) - lse1)
+    want_d = np.array([[1.0, -1.0, 0.0], p1 - [0, 0, 1], [-0.5, 0.5, 0.0]]) / 3
+    assert np.all(np.isfinite(d)) and d.dtype == dtype
+    np.testing.assert_allclose(d, want_d, rtol=10 * np.finfo(dtype).eps, atol=10 * np.finfo(dtype).eps)
