@@ -37,7 +37,7 @@ import numpy as np
 
 from dlrt_ref.backend import to_numpy
 
-__all__ = ["save_checkpoint", "load_checkpoint", "read_manifest", "atomic_write", "net_backend", "CheckpointError", "FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "trainer_config", "read_manifest", "atomic_write", "net_backend", "CheckpointError", "FORMAT"]
 
 FORMAT = "dlrt_ref-checkpoint-1"
 
@@ -142,9 +142,9 @@ def save_checkpoint(path, trainer, position: dict, history: dict, config: dict) 
     manifest = {
         "format": FORMAT,
         "trainer": {"type": type(trainer).__name__, "steps": int(getattr(trainer, "steps", 0)),
-                    "method": getattr(trainer, "method", None)},
+                    "method": getattr(trainer, "method", None), "config": trainer_config(trainer)},
         "layers": layers,
-        "optimizer": {k: sd[k] for k in ("name", "lr", "state_policy", "transports", "resets")},
+        "optimizer": {k: sd[k] for k in ("name", "lr", "state_policy", "hyper", "transports", "resets")},
         "optimizer_state": opt_entries,
         "position": position,
         "history": history,
@@ -237,9 +237,9 @@ def _read_arrays(z, manifest, trainer):
     if len(manifest["layers"]) != len(net.layers):
         raise CheckpointError(f"checkpoint has {len(manifest['layers'])} layers, the network {len(net.layers)}")
     kind = manifest["trainer"]["type"]
-    if kind != type(trainer).__name__ or manifest["trainer"].get("method") != getattr(trainer, "method", None):
-        raise CheckpointError(f"checkpoint was written by {kind} ({manifest['trainer'].get('method')}), "
-                              f"this run uses {type(trainer).__name__} ({getattr(trainer, 'method', None)})")
+    if kind != type(trainer).__name__:
+        raise CheckpointError(f"checkpoint was written by {kind}, this run uses {type(trainer).__name__}")
+    _check_config(manifest, trainer)
     params, factors = {}, {}
     for k, (entry, layer) in enumerate(zip(manifest["layers"], net.layers)):
         if entry["type"] != type(layer).__name__ or entry["params"] != sorted(layer.params):
@@ -265,13 +265,44 @@ def _read_arrays(z, manifest, trainer):
         st["frame"] = tuple(_array(z, f"opt{j}/frame/{i}", finite=False) for i in range(entry["frame"]))
         state[_decode_key(entry["key"])] = st
     sd = dict(manifest["optimizer"], state=state)
-    if sd["lr"] != trainer.opt.lr or sd["state_policy"] != trainer.opt.state_policy:
-        raise CheckpointError(f"checkpoint optimiser {sd['name']} lr={sd['lr']} ({sd['state_policy']}) differs from "
-                              f"this run's {trainer.opt!r}")
-    if sd["name"] != trainer.opt.name:
-        raise CheckpointError(f"checkpoint optimiser is {sd['name']!r}, this run uses {trainer.opt.name!r}")
     int(manifest["trainer"]["steps"])
     return params, factors, sd
+
+
+def trainer_config(trainer) -> dict:
+    """Every trainer setting that defines the step (DLRT: method, τ, r_min, r_max, ortho, compat flag)."""
+    if hasattr(trainer, "config"):
+        return trainer.config()
+    names = {"method": "method", "tau": "tau", "r_min": "r_min", "r_max": "r_max", "ortho": "ortho",
+             "compat_2022_truncation": "compat"}
+    return {k: getattr(trainer, a) for k, a in names.items() if hasattr(trainer, a)}
+
+
+def _check_config(manifest, trainer) -> None:
+    """The checkpoint's optimiser and trainer settings must equal this run's, field by field.
+
+    Compared: the optimiser's name, lr, state policy and its own settings (Adam's
+    β₁, β₂, ε; momentum's μ) from :meth:`Optimizer.hyper`, and the trainer's
+    :func:`trainer_config`. A mismatch is a one-line :class:`CheckpointError`
+    naming the field. Checkpoints written before these were stored have no
+    ``hyper``/``config``: their name, lr and state policy are compared, and
+    their ``"transport"`` is the rule of that time, ``"transport-shared-t"``.
+    """
+    saved_opt = dict(manifest["optimizer"].get("hyper") or {})
+    if not saved_opt:  # before issue 11
+        saved_opt = {k: manifest["optimizer"][k] for k in ("name", "lr", "state_policy")}
+        if saved_opt["state_policy"] == "transport":
+            saved_opt["state_policy"] = "transport-shared-t"
+    here_opt = trainer.opt.hyper()
+    checks = [("method", manifest["trainer"].get("method"), getattr(trainer, "method", None))]
+    checks += [("optimizer " + k, saved_opt.get(k), here_opt.get(k)) for k in dict(saved_opt, **here_opt)]
+    saved_tr = manifest["trainer"].get("config")
+    if saved_tr is not None:
+        here_tr = trainer_config(trainer)
+        checks += [(k, saved_tr.get(k), here_tr.get(k)) for k in dict(saved_tr, **here_tr)]
+    for field, saved, here in checks:
+        if saved != here:
+            raise CheckpointError(f"{field} is {saved!r} in the checkpoint but {here!r} in this run")
 
 
 def _array(z, key, finite=True):

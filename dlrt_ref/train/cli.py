@@ -48,6 +48,7 @@ DEFAULTS = {
     "initial_rank_adaptive": "r_max",  # ra-bug/parallel start at r_max = ⌊min(m, n)/2⌋ (or --r-max)
     "initial_rank_fixed": 20,  # bug/ksl/uv: the (fixed) rank
     "r_min": 2,
+    "state_policy": "transport",  # optimiser state across basis changes (dlrt_ref.train.optim): per-coordinate Adam bias correction
     "init_spectrum": "halfnormal",  # shape of the low-rank layers' initial singular values (dlrt_ref.nn.init)
     "epochs": 5,
     "batch_size": 256,
@@ -69,7 +70,7 @@ LENET5_SHAPES = [(20, 25), (50, 500), (500, 800), (10, 500)]  # (n_out, n_in) of
 # options that define a run; with --resume they come from the checkpoint
 RUN_OPTIONS = ("model", "widths", "method", "tau", "rank", "r_min", "r_max", "optimizer", "lr", "batch_size",
                "backend", "dtype", "seed", "subset", "test_subset", "validation", "compat_2022_truncation", "ortho",
-               "dense_last", "init_spectrum")
+               "dense_last", "init_spectrum", "state_policy")
 
 
 def add_arguments(p) -> None:
@@ -90,6 +91,10 @@ def add_arguments(p) -> None:
            f"GEMM-based, falls back to householder when ill-conditioned); default {DEFAULTS['ortho']}")
     a("--init-spectrum", choices=("halfnormal", "linear", "gaussian-product"),
       help=f"shape of the initial singular values of low-rank layers (default {DEFAULTS['init_spectrum']})")
+    a("--state-policy", choices=("transport", "transport-shared-t", "reset"),
+      help="optimiser state when a basis changes (dlrt_ref.train.optim): transport with per-coordinate Adam bias "
+           "correction, so new directions start fresh (default); transport-shared-t, one Adam step count per factor "
+           "(the rule before issue 11); reset")
     a("--lr", type=float, help=f"learning rate = integrator step h (default {DEFAULTS['lr']})")
     a("--epochs", type=int, help=f"total epochs (default {DEFAULTS['epochs']})")
     a("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")
@@ -158,6 +163,7 @@ def resolve(args) -> dict:
             saved = dict(read_manifest(args.resume)["config"]["run"])
             saved.setdefault("ortho", "householder")  # checkpoints from before --ortho used Householder QR
             saved.setdefault("init_spectrum", "halfnormal")  # and the half-normal initial spectrum
+            saved.setdefault("state_policy", "transport-shared-t")  # and one Adam step count per factor
         except (CheckpointError, KeyError) as exc:
             raise _usage(f"--resume: {exc}") from None
         for k, v in given.items():
@@ -168,7 +174,7 @@ def resolve(args) -> dict:
     else:
         run = {k: given.get(k) for k in RUN_OPTIONS}
         for k in ("model", "method", "optimizer", "ortho", "lr", "batch_size", "backend", "dtype", "seed", "validation",
-                  "r_min", "init_spectrum"):
+                  "r_min", "init_spectrum", "state_policy"):
             if run[k] is None:
                 run[k] = DEFAULTS[k]
         if run["model"] == "mlp" and run["widths"] is None:
@@ -267,7 +273,7 @@ def build_trainer(run):
     ranks = initial_ranks(run)
     kw = dict(ranks=ranks, backend=run["backend"], dtype=dtype, seed=run["seed"], spectrum=run["init_spectrum"])
     net = mlp(_parse_widths(run["widths"]), **kw) if run["model"] == "mlp" else lenet5(**kw)
-    opt = make_optimizer(run["optimizer"], run["lr"])
+    opt = make_optimizer(run["optimizer"], run["lr"], state_policy=run["state_policy"])
     if run["method"] == "dense":
         return dense_trainer(net, opt)
     if run["method"] == "uv":
