@@ -10,14 +10,31 @@ necessarily orthonormal) and F is an array or an operator of
 pluggable sub-step (:mod:`dlrt_ref.substeps`).
 
 Each integrator is written once, as a generator of *stages*
-(``*_stages(t0, Y0, h, substep, ...)``): whenever it needs the field it yields
-a request ``(t, Y, name)`` and receives F. :func:`run_stages` serves the
-requests from a field function (matrix ODEs); the DLRT optimiser
-(:mod:`dlrt_ref.train.dlrt`) runs one generator per low-rank layer in lockstep
-and serves each round of requests with one forward/backward pass of the
-network, with an optimiser as the sub-step. The number of requests is the
-number of field evaluations ("passes") per step: ra-bug and parallel 1 (with
-Euler-type sub-steps), bug 2, ksl/lsk 3.
+(``*_stages(t0=..., Y0=..., h=..., substep=..., ortho=..., lin=...)``): whenever
+it needs the field it yields a :class:`~dlrt_ref.substeps.Request` (t, Y, the
+sub-flows served) and receives F. One driver, :func:`~dlrt_ref.substeps.drive`,
+serves requests for both worlds: :func:`run_stages` gives it a field function
+(matrix ODEs; every ``*_step`` below is ``run_stages(*_stages(...))``), and the
+DLRT optimiser gives it one network pass per round for all layers at once.
+The number of rounds is the number of field evaluations ("passes") per step:
+ra-bug and parallel 1 (with Euler-type sub-steps), bug 2, ksl/lsk 3.
+
+Life of a request (training). ``DLRT.step(x, y)`` starts one
+``ra_bug_stages(t0=0, Y0=W_ℓ, h=lr, substep=optimiser)`` generator per low-rank
+layer ℓ and calls ``drive(generators, serve=one_pass)``. Each generator runs
+until its first ``yield``: ``Request(t=0, Y=Y0, flows={"K", "L", "S"})``.
+``drive`` collects one such request per layer and calls ``serve``, which sets
+every layer to its requested point Y, runs one forward and backward pass on the
+batch, updates the dense parameters (the request serves an S-flow), and returns
+per layer the lazy field F = −Δᵀ X (``layer.grad_op``). ``drive`` sends each F
+back into its generator, which resumes after the ``yield``: the K-step
+``substep(flow=k_flow(V0, F0), ...)`` computes K1 from ``F0 @ V0``, the L-step L1
+from ``F0.H @ U0``, :func:`augment` builds Û, V̂, the S-step uses ``F0.core(Û, V̂)``
+(valid because Û S̃0 V̂^* = Y0), and :func:`truncate_core` returns the new
+factors. The generator returns a :class:`StepResult`; ``drive`` returns all of
+them with the number of passes, and ``DLRT.step`` writes the new factors into
+the layers. Methods that need the field at other points (bug, ksl) yield more
+requests; each further round is one more pass.
 
 References
 ----------
@@ -40,10 +57,10 @@ from typing import Any, Callable, Optional
 from dlrt_ref.backend import array_module
 from dlrt_ref.lowrank import LowRankMatrix, Truncation, orthonormalise, orthonormalise_after, truncate
 from dlrt_ref.operators import as_operator
-from dlrt_ref.substeps import SubFlow, euler, get_substep
+from dlrt_ref.substeps import Request, SubFlow, drive, euler, get_substep
 
 __all__ = [
-    "StepResult", "Increments", "k_flow", "l_flow", "s_flow", "augment", "truncate_core",
+    "Request", "drive", "StepResult", "Increments", "k_flow", "l_flow", "s_flow", "augment", "truncate_core",
     "ksl_stages", "lsk_stages", "strang_stages", "bug_stages", "ra_bug_stages", "parallel_bug_stages",
     "naive_stages", "STAGES", "run_stages",
     "ksl_step", "lsk_step", "strang_step", "bug_step", "ra_bug_step", "parallel_bug_step",
@@ -188,10 +205,10 @@ def ksl_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin
     Three field evaluations with Euler sub-steps (at Y0, U1 Ŝ1 V0^*, U1 S̃0 V0^*).
     """
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    K1 = yield from substep(k_flow(V0, lin=lin), t0, U0 @ S0, h)  # (m, r)
+    K1 = yield from substep(flow=k_flow(V0, lin=lin), t0=t0, y0=U0 @ S0, h=h)  # (m, r)
     U1, S_hat1 = _orth_and_coeff(K1, ortho)
-    S_tilde0 = yield from substep(s_flow(U1, V0, lin=lin, sign=-1.0), t0, S_hat1, h)  # (r, r)
-    L1 = yield from substep(l_flow(U1, lin=lin), t0, V0 @ _H(S_tilde0), h)  # (n, r)
+    S_tilde0 = yield from substep(flow=s_flow(U1, V0, lin=lin, sign=-1.0), t0=t0, y0=S_hat1, h=h)  # (r, r)
+    L1 = yield from substep(flow=l_flow(U1, lin=lin), t0=t0, y0=V0 @ _H(S_tilde0), h=h)  # (n, r)
     V1, S1h = _orth_and_coeff(L1, ortho)
     return StepResult(LowRankMatrix(U1, _H(S1h), V1))
 
@@ -199,18 +216,18 @@ def ksl_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin
 def lsk_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None):
     """The adjoint of :func:`ksl_stages`: L → S (backward) → K ([LO14] Sec. 3.3)."""
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    L1 = yield from substep(l_flow(U0, lin=lin), t0, V0 @ _H(S0), h)  # (n, r)
+    L1 = yield from substep(flow=l_flow(U0, lin=lin), t0=t0, y0=V0 @ _H(S0), h=h)  # (n, r)
     V1, S_hat1h = _orth_and_coeff(L1, ortho)
-    S_tilde0 = yield from substep(s_flow(U0, V1, lin=lin, sign=-1.0), t0, _H(S_hat1h), h)  # (r, r)
-    K1 = yield from substep(k_flow(V1, lin=lin), t0, U0 @ S_tilde0, h)  # (m, r)
+    S_tilde0 = yield from substep(flow=s_flow(U0, V1, lin=lin, sign=-1.0), t0=t0, y0=_H(S_hat1h), h=h)  # (r, r)
+    K1 = yield from substep(flow=k_flow(V1, lin=lin), t0=t0, y0=U0 @ S_tilde0, h=h)  # (m, r)
     U1, S1 = _orth_and_coeff(K1, ortho)
     return StepResult(LowRankMatrix(U1, S1, V1))
 
 
 def strang_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None):
     """Strang splitting KSLSK = LSK_{h/2} ∘ KSL_{h/2}, symmetric and of order 2 ([LO14] Sec. 3.3)."""
-    a = yield from ksl_stages(t0, Y0, h / 2, substep, ortho, lin)
-    return (yield from lsk_stages(t0 + h / 2, a.Y, h / 2, substep, ortho, lin))
+    a = yield from ksl_stages(t0=t0, Y0=Y0, h=h / 2, substep=substep, ortho=ortho, lin=lin)
+    return (yield from lsk_stages(t0=t0 + h / 2, Y0=a.Y, h=h / 2, substep=substep, ortho=ortho, lin=lin))
 
 
 # --------------------------------------------------------------------------- #
@@ -224,12 +241,12 @@ def bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin
     Two field evaluations with Euler sub-steps (at Y0 and at U1 M S0 N^* V1^*).
     """
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    F0 = yield (t0, Y0, "KL")
-    K1 = yield from substep(k_flow(V0, F0, lin), t0, U0 @ S0, h)  # (m, r)
-    L1 = yield from substep(l_flow(U0, F0, lin), t0, V0 @ _H(S0), h)  # (n, r)
+    F0 = yield Request(t=t0, Y=Y0, flows={"K", "L"})
+    K1 = yield from substep(flow=k_flow(V0, F0, lin), t0=t0, y0=U0 @ S0, h=h)  # (m, r)
+    L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ _H(S0), h=h)  # (n, r)
     U1, V1 = orthonormalise(K1, ortho), orthonormalise(L1, ortho)
     M, N = _H(U1) @ U0, _H(V1) @ V0  # (r, r) each
-    S1 = yield from substep(s_flow(U1, V1, lin=lin), t0, M @ S0 @ _H(N), h)  # (r, r)
+    S1 = yield from substep(flow=s_flow(U1, V1, lin=lin), t0=t0, y0=M @ S0 @ _H(N), h=h)  # (r, r)
     return StepResult(LowRankMatrix(U1, S1, V1))
 
 
@@ -246,13 +263,13 @@ def ra_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", 
        (``theta`` | ``tau`` | ``rank``, ``r_min``, ``r_max``, ``compat_2022``).
     """
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    F0 = yield (t0, Y0, "KLS")
-    K1 = yield from substep(k_flow(V0, F0, lin), t0, U0 @ S0, h)  # (m, r)
-    L1 = yield from substep(l_flow(U0, F0, lin), t0, V0 @ _H(S0), h)  # (n, r)
+    F0 = yield Request(t=t0, Y=Y0, flows={"K", "L", "S"})
+    K1 = yield from substep(flow=k_flow(V0, F0, lin), t0=t0, y0=U0 @ S0, h=h)  # (m, r)
+    L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ _H(S0), h=h)  # (n, r)
     U_hat, M_hat = augment(K1, U0, ortho)  # (m, k̂), (k̂, r)
     V_hat, N_hat = augment(L1, V0, ortho)  # (n, l̂), (l̂, r)
     S_tilde0 = M_hat @ S0 @ _H(N_hat)  # (k̂, r)(r, r)(r, l̂) -> (k̂, l̂)
-    S_hat1 = yield from substep(s_flow(U_hat, V_hat, F0, lin), t0, S_tilde0, h)
+    S_hat1 = yield from substep(flow=s_flow(U_hat, V_hat, F0, lin), t0=t0, y0=S_tilde0, h=h)
     Y1, tr = truncate_core(U_hat, S_hat1, V_hat, **rule)
     return StepResult(Y1, truncation=tr)
 
@@ -271,10 +288,10 @@ def parallel_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="househol
     """
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
     xp = array_module(U0)
-    F0 = yield (t0, Y0, "KLS")
-    K1 = yield from substep(k_flow(V0, F0, lin), t0, U0 @ S0, h)  # (m, r)
-    L1 = yield from substep(l_flow(U0, F0, lin), t0, V0 @ _H(S0), h)  # (n, r)
-    S_bar1 = yield from substep(s_flow(U0, V0, F0, lin), t0, S0, h)  # (r, r)
+    F0 = yield Request(t=t0, Y=Y0, flows={"K", "L", "S"})
+    K1 = yield from substep(flow=k_flow(V0, F0, lin), t0=t0, y0=U0 @ S0, h=h)  # (m, r)
+    L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ _H(S0), h=h)  # (n, r)
+    S_bar1 = yield from substep(flow=s_flow(U0, V0, F0, lin), t0=t0, y0=S0, h=h)  # (r, r)
     # the trailing columns of orth([U0 | K1]): span(K1) ⊥ U0 (for "householder" exactly orth([U0 | K1])[:, r:])
     U_tilde = orthonormalise_after(U0, K1, ortho)  # (m, k)
     V_tilde = orthonormalise_after(V0, L1, ortho)  # (n, l)
@@ -303,7 +320,7 @@ def naive_stages(t0, Y0: LowRankMatrix, h, substep=None, ortho="householder", li
     """
     xp = array_module(Y0.U)
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    F0 = yield (t0, Y0, "KLS")
+    F0 = yield Request(t=t0, Y=Y0, flows={"K", "L", "S"})
     FV, FhU = F0 @ V0, F0.H @ U0  # (m, r), (n, r)
     # X S0^{-1} = (S0^{-*} X^*)^*, by a solve rather than an inverse
     dU = _H(xp.linalg.solve(_H(S0), _H(FV - U0 @ (_H(U0) @ FV))))  # (m, r)
@@ -322,45 +339,37 @@ ADAPTIVE = {"ra-bug", "parallel"}
 
 
 # --------------------------------------------------------------------------- #
-# Driving the stages with a field function
+# One step with a field function: run_stages and the *_step functions
 # --------------------------------------------------------------------------- #
 def run_stages(stages, field) -> StepResult:
-    """Serve every field request ``(t, Y, name)`` of a stage generator with ``field(t, Y)``."""
-    n = 0
-    try:
-        req = next(stages)
-        while True:
-            t, Y, _ = req
-            F = as_operator(field(t, Y))
-            n += 1
-            req = stages.send(F)
-    except StopIteration as stop:
-        res = stop.value
-    res.evaluations = n
+    """Run one stage generator with :func:`~dlrt_ref.substeps.drive`, serving each request with ``field(t, Y)``."""
+    (res,), rounds = drive([stages], serve=lambda requests: [as_operator(field(q.t, q.Y)) for q in requests])
+    res.evaluations = rounds
     return res
 
 
-def _make_step(name):
-    stages_fn = STAGES[name]
-
-    def step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder", **rule) -> StepResult:
-        f = field.on_step(t0, h) if hasattr(field, "on_step") else field
-        lin = f if hasattr(f, "k_coefficients") else None
-        sub = None if name == "naive" else get_substep(substep)
-        return run_stages(stages_fn(t0, Y0, h, sub, ortho, lin, **rule), f)
-
-    step.__name__ = stages_fn.__name__.replace("_stages", "_step")
-    step.__qualname__ = step.__name__
-    step.__doc__ = (
-        f"One step of {name!r} with a field function ``field(t, Y)``; see :func:`{stages_fn.__name__}`.\n\n"
-        "Parameters: field (callable or Increments), t0, Y0 (LowRankMatrix), h, substep "
-        '("euler" | "rk4" | "exact" | generator function), ortho ("householder" | "cholqr2")'
-        + (", and the truncation rule (theta | tau | rank, r_min, r_max, compat_2022)." if name in ADAPTIVE else ".")
-    )
-    return step
+def _on_step(field, t0, h):
+    """The field function for the step [t0, t0+h] (an :class:`Increments` gives its constant field) and,
+    if it is linear (has ``k_coefficients``...), the field itself for the "exact" sub-step."""
+    f = field.on_step(t0, h) if hasattr(field, "on_step") else field
+    return f, (f if hasattr(f, "k_coefficients") else None)
 
 
-ksl_step, lsk_step, bug_step = (_make_step(n) for n in ("ksl", "lsk", "bug"))
+def ksl_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder") -> StepResult:
+    """One Lie projector-splitting step K → S → L with a field function ``field(t, Y)``; see :func:`ksl_stages`.
+
+    ``substep``: "euler" | "rk4" | "exact" | a sub-step generator function; ``ortho``: "householder" | "cholqr2".
+    """
+    f, lin = _on_step(field, t0, h)
+    stages = ksl_stages(t0=t0, Y0=Y0, h=h, substep=get_substep(substep), ortho=ortho, lin=lin)
+    return run_stages(stages, field=f)
+
+
+def lsk_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder") -> StepResult:
+    """One adjoint splitting step L → S → K; see :func:`lsk_stages` (arguments as :func:`ksl_step`)."""
+    f, lin = _on_step(field, t0, h)
+    stages = lsk_stages(t0=t0, Y0=Y0, h=h, substep=get_substep(substep), ortho=ortho, lin=lin)
+    return run_stages(stages, field=f)
 
 
 def strang_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder") -> StepResult:
@@ -369,11 +378,42 @@ def strang_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="househo
     Composed from two half steps so that a field given by :class:`Increments`
     uses A(t0+h/2) − A(t0) and A(t0+h) − A(t0+h/2) for its two halves.
     """
-    a = ksl_step(field, t0, Y0, h / 2, substep, ortho)
-    b = lsk_step(field, t0 + h / 2, a.Y, h / 2, substep, ortho)
+    a = ksl_step(field, t0=t0, Y0=Y0, h=h / 2, substep=substep, ortho=ortho)
+    b = lsk_step(field, t0=t0 + h / 2, Y0=a.Y, h=h / 2, substep=substep, ortho=ortho)
     return StepResult(b.Y, a.evaluations + b.evaluations)
 
-ra_bug_step, parallel_bug_step, naive_step = (_make_step(n) for n in ("ra-bug", "parallel", "naive"))
+
+def bug_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder") -> StepResult:
+    """One fixed-rank BUG step; see :func:`bug_stages` (arguments as :func:`ksl_step`)."""
+    f, lin = _on_step(field, t0, h)
+    stages = bug_stages(t0=t0, Y0=Y0, h=h, substep=get_substep(substep), ortho=ortho, lin=lin)
+    return run_stages(stages, field=f)
+
+
+def ra_bug_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder", **rule) -> StepResult:
+    """One rank-adaptive BUG step; see :func:`ra_bug_stages`.
+
+    Arguments as :func:`ksl_step`, and the truncation ``rule`` (``theta`` | ``tau`` | ``rank``,
+    ``r_min``, ``r_max``, ``compat_2022``) of :func:`~dlrt_ref.lowrank.truncate`.
+    """
+    f, lin = _on_step(field, t0, h)
+    stages = ra_bug_stages(t0=t0, Y0=Y0, h=h, substep=get_substep(substep), ortho=ortho, lin=lin, **rule)
+    return run_stages(stages, field=f)
+
+
+def parallel_bug_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder", **rule) -> StepResult:
+    """One parallel rank-adaptive BUG step; see :func:`parallel_bug_stages` (arguments as :func:`ra_bug_step`)."""
+    f, lin = _on_step(field, t0, h)
+    stages = parallel_bug_stages(t0=t0, Y0=Y0, h=h, substep=get_substep(substep), ortho=ortho, lin=lin, **rule)
+    return run_stages(stages, field=f)
+
+
+def naive_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder") -> StepResult:
+    """One explicit Euler step of the factor ODEs (negative control); see :func:`naive_stages`. ``substep`` is ignored."""
+    f, lin = _on_step(field, t0, h)
+    return run_stages(naive_stages(t0=t0, Y0=Y0, h=h, substep=None, ortho=ortho, lin=lin), field=f)
+
+
 INTEGRATORS = {
     "ksl": ksl_step, "lsk": lsk_step, "strang": strang_step, "bug": bug_step,
     "ra-bug": ra_bug_step, "parallel": parallel_bug_step, "naive": naive_step,
@@ -413,7 +453,7 @@ def integrate(field, Y0: LowRankMatrix, t0: float, T: float, n_steps: int, metho
     Y = Y0
     for k in range(n_steps):
         t = t0 + k * h
-        res = step(field, t, Y, h, substep=substep, **options)
+        res = step(field, t0=t, Y0=Y, h=h, substep=substep, **options)
         Y = res.Y
         sol.t.append(t0 + (k + 1) * h)
         sol.ranks.append(Y.rank)

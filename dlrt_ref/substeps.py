@@ -13,12 +13,15 @@ A :class:`SubFlow` says, for a value y of the sub-flow's variable, at which
 low-rank point the field is needed (``point(y)``) and how the field value
 becomes ẏ (``project(F)``). A *sub-step* advances a sub-flow over one step.
 
-Sub-steps are generator functions: ``y1 = yield from substep(flow, t0, y0, h)``.
-Each time a sub-step needs the field it yields a request ``(t, Y, name)`` and
-receives the field value F at (t, Y). This lets one integrator implementation
-be driven by a plain function F(t, Y) (matrix ODEs) or by one forward/backward
-pass of a whole network per request (training, where every layer's request is
-served by the same pass). In training the sub-step is the optimiser
+Sub-steps are generator functions: ``y1 = yield from substep(flow=..., t0=..., y0=..., h=...)``.
+Each time a sub-step needs the field it yields a :class:`Request` (time t,
+point Y, the sub-flows it serves) and receives the field value F at (t, Y).
+:func:`drive` is the one loop that serves requests: it runs any number of
+stage generators in lock-step and hands each round of requests to a
+``serve(requests) -> fields`` callable — a plain function F(t, Y) for matrix
+ODEs (:func:`dlrt_ref.integrators.run_stages`, :func:`solve_subflow`), or one
+forward/backward pass of a whole network for all its layers at once
+(:meth:`dlrt_ref.train.dlrt.DLRT.step`). In training the sub-step is the optimiser
 (:mod:`dlrt_ref.train.optim`); here there are three:
 
 ``euler``         explicit Euler, y1 = y0 + h f(t0, y0) (an SGD step when F = −∇L);
@@ -33,14 +36,88 @@ constant over each step, so Euler solves their sub-flows exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import scipy.linalg as sla
 
 from dlrt_ref.backend import array_module, to_numpy
+from dlrt_ref.operators import as_operator
 
-__all__ = ["SubFlow", "request_slope", "euler", "rk4", "exact_linear", "SUBSTEPS", "get_substep", "solve_subflow"]
+__all__ = [
+    "Request", "drive", "SubFlow", "request_slope", "euler", "rk4", "exact_linear", "SUBSTEPS", "get_substep",
+    "solve_subflow",
+]
+
+FLOW_NAMES = frozenset({"K", "L", "S"})
+
+
+@dataclass(frozen=True)
+class Request:
+    """A stage generator's request for the field F at the low-rank point Y at time t.
+
+    Attributes
+    ----------
+    t : float
+        Time at which the field is needed.
+    Y : LowRankMatrix
+        The point (factors not necessarily orthonormal).
+    flows : frozenset of {"K", "L", "S"}
+        The sub-flows whose right-hand sides this one field value serves: a
+        sub-step asks for its own flow (``{"K"}``, ...); the BUG family asks
+        once at Y0 for ``{"K", "L"}`` or ``{"K", "L", "S"}``. In training, the
+        pass that serves an S-flow also updates the dense parameters.
+    """
+
+    t: float
+    Y: Any
+    flows: frozenset
+
+    def __post_init__(self):
+        flows = frozenset(self.flows)
+        if not flows or not flows <= FLOW_NAMES:
+            raise ValueError(f"Request flows must be a non-empty subset of {sorted(FLOW_NAMES)}, got {sorted(flows)}")
+        object.__setattr__(self, "flows", flows)
+
+    def serves(self, flow: str) -> bool:
+        """Whether this request's field value is used for the sub-flow ``flow`` ("K", "L" or "S")."""
+        return flow in self.flows
+
+
+def drive(stages: Iterable, serve: Callable[[Sequence[Request]], Sequence[Any]]) -> tuple[list, int]:
+    """Run stage generators in lock-step, serving each round of requests at once; the one driver.
+
+    Every generator (an integrator's ``*_stages`` or a single sub-step) yields
+    :class:`Request` objects and finally returns its result. In each round,
+    every generator advances to its next request; ``serve(requests)`` returns
+    one field value per request (in order), and each is sent back to its
+    generator. A field function serves a round request by request; a network
+    serves it with one forward/backward pass with every layer at its
+    requested point. All generators must finish in the same round (they run
+    the same method).
+
+    Returns ``(results, rounds)``: the generators' return values and the number
+    of rounds served (= field evaluations, or network passes).
+    """
+    gens = list(stages)
+    fields: list = [None] * len(gens)  # send(None) starts a generator
+    results: list = [None] * len(gens)
+    rounds = 0
+    while True:
+        requests, finished = [], 0
+        for i, g in enumerate(gens):
+            try:
+                requests.append(g.send(fields[i]))
+            except StopIteration as stop:
+                results[i], finished = stop.value, finished + 1
+        if finished == len(gens):
+            return results, rounds
+        if finished:
+            raise RuntimeError("stage generators finished in different rounds; lock-step needs the same method for all")
+        fields = list(serve(requests))
+        if len(fields) != len(requests):
+            raise RuntimeError(f"serve returned {len(fields)} field values for {len(requests)} requests")
+        rounds += 1
 
 
 @dataclass
@@ -75,7 +152,7 @@ class SubFlow:
 
 def request_slope(flow: SubFlow, t, y):
     """Generator: ẏ at (t, y), requesting the field at flow.point(y)."""
-    F = yield (t, flow.point(y), flow.name)
+    F = yield Request(t=t, Y=flow.point(y), flows={flow.name})
     return flow.project(F)
 
 
@@ -148,13 +225,6 @@ def solve_subflow(substep, flow: SubFlow, field, t0: float, y0, h: float):
 
     Convenience for tests and tutorials that look at a single sub-flow.
     """
-    from dlrt_ref.operators import as_operator
-
-    gen = get_substep(substep)(flow, t0, y0, h)
-    try:
-        req = next(gen)
-        while True:
-            t, Y, _ = req
-            req = gen.send(as_operator(field(t, Y)))
-    except StopIteration as stop:
-        return stop.value
+    (y1,), _ = drive([get_substep(substep)(flow=flow, t0=t0, y0=y0, h=h)],
+                     serve=lambda requests: [as_operator(field(q.t, q.Y)) for q in requests])
+    return y1

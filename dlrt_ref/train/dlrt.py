@@ -16,7 +16,7 @@ Passes per batch: ``ra-bug`` 1 (since Û S̃0 V̂ᵀ = W0 the S-step gradient is
 one already computed), ``parallel`` 1, ``bug`` 2, ``ksl`` 3.
 
 Dense parameters (biases, dense layers) are updated with their gradient from
-the S-step pass (the pass whose requests include an S-flow).
+the S-step pass (the pass whose :class:`~dlrt_ref.substeps.Request` serves an S-flow).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dlrt_ref.integrators import ADAPTIVE, STAGES
+from dlrt_ref.integrators import ADAPTIVE, STAGES, drive
 from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.nn.loss import SoftmaxCrossEntropy
 from dlrt_ref.train.optim import Optimizer
@@ -139,41 +139,40 @@ class DLRT(Trainer):
 
     # -- one step -------------------------------------------------------------
     def step(self, x, y) -> StepInfo:
-        """One DLRT step on the batch (x, y)."""
+        """One DLRT step on the batch (x, y): one integrator step per low-rank layer, in lock-step.
+
+        Every layer runs its own ``*_stages`` generator; :func:`~dlrt_ref.substeps.drive` collects
+        one :class:`~dlrt_ref.substeps.Request` per layer per round and ``serve`` answers the round
+        with one forward/backward pass (see the "life of a request" in :mod:`dlrt_ref.integrators`).
+        """
         t_start = time.perf_counter()
         layers = self.layers
-        h = self.opt.lr
-        gens = [
-            STAGES[self.method](0.0, LowRankMatrix(l.U, l.S, l.V), h, self.opt.substep(i), self.ortho, None, **self._rule(l))
+        losses = []
+
+        def serve(requests):
+            """One pass with every layer at its requested point; returns F = −∂L/∂W per layer, lazily."""
+            for layer, q in zip(layers, requests):
+                layer.set_factors(q.Y.U, q.Y.S, q.Y.V)
+            losses.append(self._pass(x, y))
+            if requests[0].serves("S"):  # the S-step pass: dense parameters take their step with it
+                self._update_dense()
+            return [layer.grad_op.scaled(-1.0) for layer in layers]
+
+        stages = STAGES[self.method]
+        generators = [
+            stages(t0=0.0, Y0=LowRankMatrix(l.U, l.S, l.V), h=self.opt.lr, substep=self.opt.substep(i),
+                   ortho=self.ortho, lin=None, **self._rule(l))
             for i, l in enumerate(layers)
         ]
-        requests = [next(g) for g in gens]
-        results = [None] * len(layers)
-        passes, first_loss = 0, None
-        while True:
-            for l, (_, Y, _) in zip(layers, requests):
-                l.set_factors(Y.U, Y.S, Y.V)  # every layer at its requested point
-            loss = self._pass(x, y)
-            passes += 1
-            first_loss = loss if first_loss is None else first_loss
-            if not layers or "S" in requests[0][2]:
-                self._update_dense()
-            if not layers:
-                break
-            pending = []
-            for i, (g, l) in enumerate(zip(gens, layers)):
-                try:
-                    pending.append(g.send(l.grad_op.scaled(-1.0)))  # F = -G, lazily
-                except StopIteration as stop:
-                    results[i] = stop.value
-            if all(r is not None for r in results):
-                break
-            if any(r is not None for r in results):  # pragma: no cover - same method on every layer
-                raise RuntimeError("layers finished their integrator steps in different rounds")
-            requests = pending
+        if generators:
+            results, passes = drive(generators, serve=serve)
+        else:  # no low-rank layer: one ordinary step of the dense parameters
+            losses.append(self._pass(x, y))
+            self._update_dense()
+            results, passes = [], 1
         for l, res in zip(layers, results):
             l.set_factors(res.Y.U, res.Y.S, res.Y.V)
         self.steps += 1
         truncs = [res.truncation for res in results if res.truncation is not None]
-        return StepInfo(first_loss, passes, [l.rank for l in layers], time.perf_counter() - t_start,
+        return StepInfo(losses[0], passes, [l.rank for l in layers], time.perf_counter() - t_start,
                         thetas=[t.theta for t in truncs], tails=[t.tail for t in truncs])
