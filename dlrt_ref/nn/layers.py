@@ -18,7 +18,19 @@ from dlrt_ref.backend import array_module, get_backend
 from dlrt_ref.nn import init
 from dlrt_ref.nn.errors import ShapeError, check_backend, check_shape
 
-__all__ = ["Layer", "Dense", "ReLU", "Tanh", "Flatten"]
+__all__ = ["Layer", "Dense", "ReLU", "Tanh", "Flatten", "check_dtype"]
+
+
+def check_dtype(owner: str, dtype) -> np.dtype:
+    """``np.dtype(dtype)`` if it is float32 or float64, else a one-line :class:`TypeError` naming ``owner``."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{owner}: dtype must be float32 or float64, got {dtype!r}") from None
+    if dt not in Layer.DTYPES:
+        raise TypeError(f"{owner}: dtype must be float32 or float64, got {dt} (integer, bool, string, float16 and "
+                        "complex layers are not supported)")
+    return dt
 
 
 class Layer:
@@ -30,9 +42,13 @@ class Layer:
 
     lowrank = False
 
+    #: dtypes a layer may hold: real floating point only (ReLU, max-pooling and softmax need an ordering,
+    #: so complex networks are not supported; integer or bool weights would silently give wrong results)
+    DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
     def __init__(self, backend="numpy", dtype=np.float32):
         self.backend = get_backend(backend)
-        self.dtype = np.dtype(dtype)
+        self.dtype = check_dtype(type(self).__name__, dtype)
         self.params: dict = {}
         self.grads: dict = {}
         self._cache = None

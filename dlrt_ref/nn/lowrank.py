@@ -134,7 +134,10 @@ class LowRankFactors(Layer):
     def set_factors(self, U, S, V):
         """Replace the factors; the rank may change.
 
-        Shapes and backend are checked (orthonormality is not). ``grad_op`` of
+        Shapes, backend and dtype are checked (orthonormality is not): the
+        factors must have the layer's dtype exactly — a float64 factor in a
+        float32 layer (or an integer one) raises :class:`TypeError` instead of
+        being cast silently; convert with ``A.astype(layer.dtype)``. ``grad_op`` of
         the last backward is kept (it is G at the point where backward ran), but
         :meth:`grad_K`, :meth:`grad_L`, :meth:`grad_S` need a new backward.
         """
@@ -145,6 +148,10 @@ class LowRankFactors(Layer):
         for A, name, pattern in ((U, "U", (self.n_out, r)), (S, "S", (r, r)), (V, "V", (self.n_in, r))):
             check_backend(self, A, f"set_factors {name}", self.backend.name)
             check_shape(self, A, f"set_factors {name}", pattern)
+        for A, name in ((U, "U"), (S, "S"), (V, "V")):
+            if A.dtype != self.dtype:
+                raise TypeError(f"{self!r}.set_factors: {name} has dtype {A.dtype}, the layer {self.dtype}; "
+                                f"convert with .astype({str(self.dtype)!r}) first")
         self.U, self.S, self.V = U, S, V
         self._products = None
 

@@ -221,7 +221,7 @@ def load_checkpoint(path, trainer) -> dict:
         for k, (U, S, V) in factors.items():
             net.layers[k].set_factors(be.asarray(U), be.asarray(S), be.asarray(V))
         trainer.opt.load_state_dict(sd, be)
-    except ValueError as exc:  # ShapeError/RankError of set_factors, the optimiser's checks: undo, one line
+    except (ValueError, TypeError) as exc:  # set_factors' shape/rank/dtype checks, the optimiser's: undo, one line
         for layer, (p, U, S, V) in zip(net.layers, old):
             layer.params = p
             if U is not None:
@@ -247,8 +247,9 @@ def _read_arrays(z, manifest, trainer):
                                   f"network has {type(layer).__name__} {sorted(layer.params)}")
         for name in entry["params"]:
             a = _array(z, f"layer{k}/param/{name}")
-            if a.shape != layer.params[name].shape:
-                raise CheckpointError(f"layer {k} param {name}: shape {a.shape} != {layer.params[name].shape}")
+            if a.shape != layer.params[name].shape or a.dtype != layer.params[name].dtype:
+                raise CheckpointError(f"layer {k} param {name}: {a.shape} {a.dtype} in the checkpoint, the network has "
+                                      f"{layer.params[name].shape} {layer.params[name].dtype}")
             params[(k, name)] = a
         if getattr(layer, "lowrank", False):
             U, S, V = (_array(z, f"layer{k}/factor/{n}") for n in ("U", "S", "V"))
@@ -257,6 +258,8 @@ def _read_arrays(z, manifest, trainer):
             if S.shape != (r, r) or U.shape != (m, r) or V.shape != (n, r) or r < 1:
                 raise CheckpointError(f"layer {k} factors: shapes U {U.shape}, S {S.shape}, V {V.shape} do not "
                                       f"form a rank-r factorisation of a {m}x{n} weight")
+            if not U.dtype == S.dtype == V.dtype == layer.dtype:
+                raise CheckpointError(f"layer {k} factors: dtypes {U.dtype}/{S.dtype}/{V.dtype}, the layer {layer.dtype}")
             factors[k] = (U, S, V)
     state = {}
     for j, entry in enumerate(manifest["optimizer_state"]):
