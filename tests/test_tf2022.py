@@ -1,8 +1,10 @@
-"""The emulation of the 2022 TensorFlow step (dlrt_ref.train.tf2022): hand-written gradients and each switch."""
+"""The emulation of the 2022 TensorFlow step (dlrt_ref.experiments.tf2022_step): its glue to the library's
+layers, loss and truncation, each switch, and its numbers from before the move out of dlrt_ref/train/."""
 import numpy as np
 import pytest
 
-from dlrt_ref.train.tf2022 import TF2022Emulation, _Adam
+from dlrt_ref.experiments.tf2022_emulation import VARIANTS
+from dlrt_ref.experiments.tf2022_step import KerasAdam, TF2022Emulation
 
 WIDTHS = [12, 10, 8, 4]
 
@@ -12,35 +14,62 @@ def _data(seed=0, n=16):
     return rng.random((n, WIDTHS[0])), rng.integers(0, WIDTHS[-1], n)
 
 
-def _central(em, x, y, pts, A, idx, h=1e-6):
-    """Central difference of the pass's loss in the entry ``idx`` of array ``A`` (changed in place, restored)."""
+def _central(loss, A, idx, h=1e-6):
+    """Central difference of ``loss()`` in the entry ``idx`` of array ``A`` (changed in place, restored)."""
     old = A[idx]
     A[idx] = old + h
-    lp = em._pass(x, y, pts, False)[0]
+    lp = loss()
     A[idx] = old - h
-    lm = em._pass(x, y, pts, False)[0]
+    lm = loss()
     A[idx] = old
     return (lp - lm) / (2 * h)
 
 
+def _check(grad, loss, A, rng, n=4, rtol=1e-6):
+    for _ in range(n):
+        idx = tuple(rng.integers(0, s) for s in A.shape)
+        fd = _central(loss, A, idx)
+        assert abs(grad[idx] - fd) <= rtol * max(1.0, abs(fd)), (idx, grad[idx], fd)
+
+
 @pytest.mark.parametrize("init", ["tf2022", "library"])
-def test_pass_gradients_match_finite_differences(init):
-    """Gradients of one pass (layers at (P, Q, c)) against central differences, float64 (no QR/SVD inside)."""
-    em = TF2022Emulation(WIDTHS, 0.1, init=init, dtype=np.float64, seed=3)
+def test_factor_gradients_match_finite_differences(init):
+    """K-, L- and S-gradients of the 2022 variables (Keras orientation) from the library's layers, against central
+    differences of the loss (float64; no QR/SVD inside): ∂L/∂K at W = K Vᵀ, ∂L/∂Lᵀ at W = U Lᵀ, ∂L/∂S̃ at
+    W = Û S̃ V̂ᵀ, the biases and the dense classifier."""
+    em = TF2022Emulation(WIDTHS, 0.1, start_rank=2, init=init, dtype=np.float64, seed=3)
     x, y = _data()
     rng = np.random.default_rng(1)
-    pts = [(rng.standard_normal((a, 3)) * 0.5, rng.standard_normal((3, b)) * 0.5, rng.standard_normal(b) * 0.1)
-           for a, b in zip(WIDTHS[:-2], WIDTHS[1:-1])]
-    loss, grads, gout = em._pass(x, y, pts, True)
-    for i, (P, Q, c) in enumerate(pts):
-        for j, A in enumerate((P, Q, c)):
-            for _ in range(4):
-                idx = tuple(rng.integers(0, s) for s in A.shape)
-                fd = _central(em, x, y, pts, A, idx)
-                assert abs(grads[i][j][idx] - fd) <= 1e-6 * max(1.0, abs(fd)), (i, j, idx)
-    for name in ("W_out", "b_out"):
-        idx = tuple(rng.integers(0, s) for s in em.p[name].shape)
-        assert abs(gout[name][idx] - _central(em, x, y, pts, em.p[name], idx)) <= 1e-7
+    p = em.p
+    for L in em.layers:  # K = U S, Lᵀ = S Vᵀ, as the step sets them
+        k, r = L["k"], L["r"]
+        p[f"K{k}"][:, :r] = p[f"U{k}"][:, :r] @ p[f"S{k}"][:r, :r]
+        p[f"Lt{k}"][:r, :] = p[f"S{k}"][:r, :r] @ p[f"Vt{k}"][:r, :]
+    g = em._kl_gradients(x, y)
+    for L in em.layers:
+        k, r = L["k"], L["r"]
+        I = np.eye(r)
+        K, Lt, U, Vt = p[f"K{k}"][:, :r], p[f"Lt{k}"][:r, :], p[f"U{k}"][:, :r], p[f"Vt{k}"][:r, :]
+        others = em._current()
+        at_K = lambda: em._pass(x, y, others[:k] + [(K, I, Vt.T)] + others[k + 1:])  # W_k = K Vᵀ
+        at_L = lambda: em._pass(x, y, others[:k] + [(U, I, Lt.T)] + others[k + 1:])  # W_k = U Lᵀ
+        _check(g[f"K{k}"][:, :r], at_K, K, rng)
+        _check(g[f"Lt{k}"][:r, :], at_L, Lt, rng)
+        assert not g[f"K{k}"][:, r:].any() and not g[f"Lt{k}"][r:, :].any()
+    hat = {}
+    for L in em.layers:  # a random augmented point Û S̃ V̂ᵀ
+        k, r = L["k"], L["r"]
+        hat[k] = (np.linalg.qr(rng.standard_normal((L["n_in"], 2 * r)))[0],
+                  np.linalg.qr(rng.standard_normal((L["n_out"], 2 * r)))[0].T)
+        p[f"S{k}"][:2 * r, :2 * r] = rng.standard_normal((2 * r, 2 * r))
+    _, g = em._s_gradients(x, y, hat)
+    at_S = lambda: em._s_gradients(x, y, hat)[0]
+    for L in em.layers:
+        k, r = L["k"], L["r"]
+        _check(g[f"S{k}"], at_S, p[f"S{k}"], np.random.default_rng(2), n=6)  # zero outside the 2r×2r block
+        _check(g[f"b{k}"], at_S, p[f"b{k}"], rng)
+    _check(g["W_out"], at_S, p["W_out"], rng)
+    _check(g["b_out"], at_S, p["b_out"], rng)
 
 
 def _hat(em, k):
@@ -91,13 +120,65 @@ def test_truncation_tail_rule():
 def test_drift_moves_variables_without_gradient():
     """Keras Adam with a zero gradient still moves a variable by its first moment; drift=False does not."""
     for drift in (True, False):
-        opt = _Adam(1e-2)
+        opt = KerasAdam(1e-2)
         p = {"a": np.ones(3), "b": np.ones(3)}
         opt.apply(p, {"a": np.ones(3), "b": np.ones(3)}, ["a", "b"], drift)
         b1 = p["b"].copy()
         opt.apply(p, {"a": np.ones(3)}, ["a", "b"], drift)
         moved = not np.allclose(p["b"], b1)
         assert moved == drift
+
+
+@pytest.mark.parametrize("drift", [True, False])
+def test_drift_switch_in_the_step(drift):
+    """In a step, the S-core and biases move before the S-step only when drift is on (zero-gradient Adam steps)."""
+    em = TF2022Emulation([20, 16, 16, 3], 0.2, init="library", drift=drift, seed=1, dtype=np.float64)
+    x, y = np.random.default_rng(2).random((32, 20)), np.arange(32) % 3
+    em.step(x, y)  # first moments of S and b are now non-zero
+    seen = {}
+    s_gradients = em._s_gradients
+
+    def spy(x, y, hat):  # the biases when the S-pass starts
+        seen["b"] = [em.p[f"b{L['k']}"].copy() for L in em.layers]
+        return s_gradients(x, y, hat)
+
+    em._s_gradients = spy
+    b_before = [em.p[f"b{L['k']}"].copy() for L in em.layers]
+    em.step(x, y)
+    moved = any(not np.array_equal(a, b) for a, b in zip(b_before, seen["b"]))
+    assert moved == drift
+
+
+def test_init_switch():
+    """init="library": orthonormal U, V and zero biases (He-scaled); "tf2022": N(0, 0.05²) entries everywhere."""
+    em = TF2022Emulation([100, 80, 80, 10], 0.1, init="library", seed=0, dtype=np.float64)
+    for L in em.layers:
+        k, r = L["k"], L["r"]
+        for B in (em.p[f"U{k}"][:, :r], em.p[f"Vt{k}"][:r, :].T):
+            np.testing.assert_allclose(B.T @ B, np.eye(r), atol=1e-12)
+        assert not em.p[f"b{k}"].any()
+    em = TF2022Emulation([100, 80, 80, 10], 0.1, init="tf2022", seed=0, dtype=np.float64)
+    for name in ("U0", "Vt1", "S0", "b0", "W_out"):
+        assert 0.04 < em.p[name].std() < 0.06, name  # b0: 80 entries
+    U = em.p["U0"][:, :40]
+    assert np.linalg.norm(U.T @ U - np.eye(40)) > 1.0
+
+
+def test_reset_state_forgets_the_history():
+    """state="reset": the moments of K, L and S from before a step do not matter; "positional" keeps them."""
+    x, y = np.random.default_rng(2).random((32, 20)), np.arange(32) % 3
+    for state in ("reset", "positional"):
+        ems = [TF2022Emulation([20, 16, 16, 3], 0.2, init="library", drift=False, state=state, seed=1,
+                               dtype=np.float64) for _ in range(2)]
+        for em in ems:
+            em.step(x, y)
+        junk = np.random.default_rng(3)
+        for name in ems[1].opt.m:
+            if name[0] in "KLS":
+                ems[1].opt.m[name] += junk.standard_normal(ems[1].opt.m[name].shape)
+        losses = [em.step(x[::-1], y[::-1]) for em in ems] + [em.step(x, y) for em in ems]
+        same = np.array_equal(ems[0].p["U0"], ems[1].p["U0"]) and losses[2] == losses[3]
+        assert same == (state == "reset"), state
 
 
 def test_step_runs_and_respects_caps():
@@ -114,6 +195,8 @@ def test_bad_options():
         TF2022Emulation(WIDTHS, 0.1, truncation="wrong")
     with pytest.raises(ValueError):
         TF2022Emulation(WIDTHS, -1.0)
+    with pytest.raises(ValueError, match="widths"):
+        TF2022Emulation([12, 3, 4], 0.1)  # cap R = 1 < 2
 
 
 def test_mapped_state_follows_a_rotation_of_the_basis():
@@ -140,3 +223,29 @@ def test_mapped_state_follows_a_rotation_of_the_basis():
     np.testing.assert_allclose(em.opt.m["K0"][:, :3], mk @ Q.T, atol=1e-12)
     with pytest.raises(ValueError, match="drift"):
         TF2022Emulation(WIDTHS, 0.1, state="mapped", drift=True)
+
+
+# Losses of 4 steps, final ranks and the sum of the final logits of each emulated variant of the experiment
+# (widths [20, 16, 12, 3], τ = 0.15, seed 2, float64), computed with dlrt_ref/train/tf2022.py before it was moved
+# here and rebuilt on the library's layers, loss and truncation (git 8721502). The rebuilt step agrees to ~1e-10.
+BEFORE_THE_MOVE = [
+    ([1.089393948646, 1.091631669062, 1.088967250835, 1.090806095959], [4, 5], 4.3847691095),
+    ([1.089393948646, 1.091620760885, 1.088957668739, 1.090776496282], [5, 4], 4.3791322672),
+    ([1.114883338215, 1.034951817006, 1.116722332223, 1.051766249042], [8, 5], -6.9167870257),
+    ([1.114883338215, 1.034636561659, 1.116424950719, 1.031619747619], [8, 5], 1.7270945326),
+    ([1.114883338215, 1.034636561659, 1.116929400984, 1.032008872649], [8, 5], 1.770766771),
+    ([1.114883338215, 1.034636561659, 1.115983431759, 1.031204207335], [8, 5], 1.7507777362),
+]
+
+
+def test_variants_match_the_emulation_before_the_move():
+    switches = [sw for sw in VARIANTS.values() if sw is not None]
+    assert len(switches) == len(BEFORE_THE_MOVE)
+    rng = np.random.default_rng(4)
+    x, y = rng.random((64, 20)), rng.integers(0, 3, 64)
+    for sw, (losses, ranks, logit_sum) in zip(switches, BEFORE_THE_MOVE):
+        em = TF2022Emulation([20, 16, 12, 3], 0.15, seed=2, dtype=np.float64, **sw)
+        got = [em.step(x[i:i + 32], y[i:i + 32]) for i in (0, 32, 0, 32)]
+        np.testing.assert_allclose(got, losses, rtol=1e-9, err_msg=str(sw))
+        assert em.ranks() == ranks, sw
+        assert em.logits(x).sum() == pytest.approx(logit_sum, rel=1e-8), sw

@@ -11,10 +11,10 @@ in 250 epochs), and that the published 98.11 % is reached in the fixed-rank
 phase (85.5 % → 98.1 %). :data:`PUBLISHED_LOG` holds the values read from those
 files.
 
-This experiment trains the same MLP with :class:`dlrt_ref.train.tf2022.TF2022Emulation`
-(an emulation of that code's step: its initialisation, the Adam drift of
-undifferentiated variables, per-entry optimiser state, and its truncation) and
-with variants that switch those differences off one after the other — the
+This experiment trains the same MLP with
+:class:`dlrt_ref.experiments.tf2022_step.TF2022Emulation` (an emulation of that
+code's step: its initialisation, the Adam drift of undifferentiated variables,
+per-entry optimiser state, and its truncation) and with variants that switch those differences off one after the other — the
 last emulated variant keeps only the emulation's own mechanics (Keras Adam, Q
 of [K | U], per-variable slicing) and maps the optimiser state into the new
 bases as the library does — beside the library's ra-bug (the algorithm of the
@@ -36,6 +36,12 @@ import time
 import numpy as np
 
 from dlrt_ref.experiments.plotting import jsonable, pyplot, save
+from dlrt_ref.experiments.tf2022_step import TF2022Emulation
+from dlrt_ref.experiments.train_common import best_epoch, load_dataset, train_record
+from dlrt_ref.nn import mlp
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.loop import epoch_order
+from dlrt_ref.train.optim import Adam
 
 NAME = "tf2022_emulation"
 EPOCHS_FULL = 5
@@ -103,9 +109,6 @@ def _accuracy(model_logits, x, y, batch=2000) -> float:
 
 
 def _emulated(d, tau, switches, data, cfg, tag):
-    from dlrt_ref.train.loop import epoch_order
-    from dlrt_ref.train.tf2022 import TF2022Emulation
-
     em = TF2022Emulation([784, d, d, d, d, 10], tau, lr=LR, seed=cfg["seed"], **switches)
     rec = {"test_acc": [], "val_acc": [], "ranks": [], "cr_eval": [], "train_loss": []}
     n, t0 = len(data.y_train), time.perf_counter()
@@ -128,11 +131,6 @@ def _emulated(d, tau, switches, data, cfg, tag):
 
 
 def _library(d, tau, data, cfg, tag):
-    from dlrt_ref.experiments.train_common import train_record
-    from dlrt_ref.nn import mlp
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import Adam
-
     widths = [784, d, d, d, d, 10]
     caps = [min(a, b) // 2 for a, b in zip(widths[:-2], widths[1:-1])]
     net = mlp(widths, ranks=caps + [None], seed=cfg["seed"])
@@ -142,8 +140,6 @@ def _library(d, tau, data, cfg, tag):
 
 
 def run(preset: str = "full", backend: str = "numpy") -> dict:
-    from dlrt_ref.experiments.train_common import load_dataset
-
     if backend != "numpy":
         raise ValueError(f"{NAME} runs on numpy only (the emulation is a NumPy re-implementation), got {backend!r}")
     cfg = PRESETS[preset]
@@ -166,11 +162,6 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
 
 
 def _fixed(d, ranks, epochs, data, cfg):
-    from dlrt_ref.experiments.train_common import best_epoch, train_record
-    from dlrt_ref.nn import mlp
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import Adam
-
     net = mlp([784, d, d, d, d, 10], ranks=list(ranks) + [None], seed=cfg["seed"])
     rec = train_record(DLRT(net, Adam(LR), method="bug"), data, epochs, BATCH, cfg["seed"],
                        f"{NAME} fixed rank {ranks} d={d}")

@@ -1,4 +1,5 @@
-r"""An emulation of the 2022 TensorFlow DLRT training step of [P], for measurements only.
+r"""An emulation of the 2022 TensorFlow DLRT training step of [P], for the experiment
+:mod:`dlrt_ref.experiments.tf2022_emulation` only.
 
 The library's :class:`~dlrt_ref.train.dlrt.DLRT` is the algorithm of the papers.
 The fully-connected results of [P] (Schotthöfer et al., NeurIPS 2022, Table 1 and
@@ -8,7 +9,16 @@ re-implements *that step* in NumPy, written from a reading of the public
 repository CSMMLab/DLRT-Net (``src/networks/dense_layers.py``, class
 ``DLRALayerAdaptive``, and the training loop of ``src/mnist_DLRA.py``; read, not
 copied), so that the effect of each difference on the ranks can be measured.
-Every difference is a switch, so each can be turned off on its own:
+
+**Reused from the library**, because the 2022 code does the same there: the
+network's forward and backward (:class:`~dlrt_ref.nn.LowRankLinear`,
+:class:`~dlrt_ref.nn.ReLU`, :class:`~dlrt_ref.nn.Dense` in a
+:class:`~dlrt_ref.nn.Sequential`; the factor gradients are the layer's
+``grad_K``/``grad_L``/``grad_S``), the loss
+(:class:`~dlrt_ref.nn.SoftmaxCrossEntropy`) and the truncation
+(:func:`dlrt_ref.lowrank.truncate`, with ``compat_2022`` for the 2022 rule).
+
+**The deviations under study**, each a switch that can be turned off on its own:
 
 ``init="tf2022"``
     The factors U (n_in×r), S (r×r), Vᵀ (r×n_out), the biases and the dense
@@ -36,20 +46,25 @@ Every difference is a switch, so each can be turned off on its own:
     squares of these matrices; needs ``drift=False``.
 ``truncation="2022"``
     The new output-side basis is built from the first r *rows* of the matrix
-    of right singular vectors of S (a transposition, see
-    :func:`dlrt_ref.lowrank.truncate` ``compat_2022``), and the tail sum
-    leaves out the last singular value; if no cut is found the rank stays.
-    ``"correct"``: columns, full tail, rank up to 2r.
+    of right singular vectors of S (a transposition), and the tail sum leaves
+    out the last singular value; if no cut is found the rank stays
+    (:func:`dlrt_ref.lowrank.truncate` with ``compat_2022=True``; its fallback
+    k//2 of the 2r×2r core is the current rank r). ``"correct"``: columns,
+    full tail, rank up to 2r.
 
-Always as in that code: the augmented bases are the Q factors of [K | U] and
-[Lᵀ | V] (K first), the relative threshold is τ‖σ(Ŝ)‖₂, the cap is
-R = ⌊min(n_in, n_out)/2⌋ (start rank min(start, R)), r ≥ 2, the classifier is
-dense and trained in the S-step only, Keras Adam (ε = 1e-7, bias correction by
+Always as in that code (mechanics of the emulation, not switches): the
+augmented bases are the Q factors of [K | U] and [Lᵀ | V] (K first), the
+relative threshold is τ‖σ(Ŝ)‖₂, the cap is R = ⌊min(n_in, n_out)/2⌋ (start rank
+min(start, R)), r ≥ 2, the classifier is dense and trained in the S-step only,
+the gradients of K and L are taken at the same point W0 = U S Vᵀ (the 2022 code
+records them in two passes, with W = K Vᵀ and W = U Lᵀ, which are equal; here
+one pass gives both), and Keras Adam (ε = 1e-7 added to √v, bias correction by
 the global iteration count, which advances three times per batch).
 
 Orientation as in TensorFlow: a layer computes relu(x W + b) with
-W = U S Vᵀ (n_in×n_out), U (n_in×r), V (n_out×r), x (N×n_in). Notation of the
-step as in [P], Algorithm 1.
+W = U S Vᵀ (n_in×n_out), U (n_in×r), V (n_out×r), x (N×n_in). The library's
+layers hold the transpose, W_lib = V Sᵀ Uᵀ (n_out×n_in), see :meth:`TF2022Emulation._pass`.
+Notation of the step as in [P], Algorithm 1.
 
 Not emulated: Keras' probability clipping in the loss, the shuffle buffer of
 1024, float32 round-off of TensorFlow's kernels, and the sign conventions of
@@ -59,13 +74,23 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["TF2022Emulation"]
+from dlrt_ref.lowrank import truncate
+from dlrt_ref.nn import Dense, LowRankLinear, ReLU, Sequential, SoftmaxCrossEntropy
+from dlrt_ref.nn import init as lib_init
+
+__all__ = ["TF2022Emulation", "KerasAdam"]
 
 KERAS_STDDEV = 0.05  # keras.initializers.RandomNormal default
 
 
-class _Adam:
-    """Keras (TF 2.x) Adam on a dict of arrays, state per array entry (positional)."""
+class KerasAdam:
+    r"""Keras (TF 2.x) Adam on a dict of arrays, state per array entry (positional).
+
+    Differs from :class:`dlrt_ref.train.optim.Adam`: ε is added to √v before the
+    bias correction (step lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m/(√v + ε)), one iteration count t
+    serves all variables and advances at every :meth:`apply`, and a variable
+    without a gradient is moved by its first moment when ``drift`` is set.
+    """
 
     def __init__(self, lr, beta1=0.9, beta2=0.999, eps=1e-7):
         self.lr, self.b1, self.b2, self.eps = lr, beta1, beta2, eps
@@ -96,21 +121,14 @@ class _Adam:
             self.v.pop(name, None)
 
 
-def _relu_layer_backward(x, P, Q, pre, dout):
-    """For pre = (x P) Q + b, out = relu(pre): gradients of P, Q, b and x (products in the comments)."""
-    dpre = dout * (pre > 0)  # (N, n_out)
-    xP = x @ P  # (N, n_in) @ (n_in, k) -> (N, k)
-    dpQt = dpre @ Q.T  # (N, n_out) @ (n_out, k) -> (N, k)
-    return x.T @ dpQt, xP.T @ dpre, dpre.sum(axis=0), dpQt @ P.T  # dP (n_in, k), dQ (k, n_out), db, dx (N, n_in)
-
-
 class TF2022Emulation:
     """MLP 784 → d … → 10 with low-rank hidden layers, trained by the emulated 2022 step.
 
     Parameters
     ----------
     widths : list of int
-        Layer widths; every layer but the last is low-rank, the last is dense.
+        Layer widths; every layer but the last is low-rank (needs min(n_in, n_out) >= 4,
+        so that the cap R >= 2), the last is dense.
     tau : float
         Relative truncation tolerance.
     start_rank : int, optional
@@ -132,6 +150,9 @@ class TF2022Emulation:
         if not tau >= 0:
             raise ValueError(f"tau must be >= 0, got {tau}")
         self.widths, self.tau, self.drift, self.state, self.truncation = list(widths), float(tau), drift, state, truncation
+        if len(self.widths) < 3 or min(min(a, b) for a, b in zip(self.widths[:-2], self.widths[1:-1])) < 4:
+            raise ValueError(f"widths: need >= 3 widths and min(n_in, n_out) >= 4 for every low-rank layer, "
+                             f"got {self.widths}")
         self.dtype = np.dtype(dtype)
         rng = np.random.default_rng(seed)
         self.p = {}  # every variable, by name (full, fixed-size arrays)
@@ -146,12 +167,12 @@ class TF2022Emulation:
             self.p["W_out"] = rng.normal(0, KERAS_STDDEV, (n_in, n_out))
             self.p["b_out"] = rng.normal(0, KERAS_STDDEV, n_out)
         else:
-            from dlrt_ref.nn import init as lib_init
             self.p["W_out"] = lib_init.dense_weight(n_out, n_in, rng, "linear").T  # (n_in, n_out)
             self.p["b_out"] = np.zeros(n_out)
         self.p = {k: np.asarray(v, self.dtype) for k, v in self.p.items()}
-        self.opt = _Adam(lr)
+        self.opt = KerasAdam(lr)
         self._frames = {}  # state="mapped": variable name -> the basis its moments are expressed in
+        self._build_network()
 
     def _init_layer(self, k, n_in, n_out, R, r, init, rng):
         p = self.p
@@ -162,78 +183,100 @@ class TF2022Emulation:
         p[f"Vt{k}"] = rng.normal(0, KERAS_STDDEV, (R, n_out))
         p[f"b{k}"] = rng.normal(0, KERAS_STDDEV, n_out)
         if init == "library":
-            from dlrt_ref.nn import init as lib_init
             U, S, V = lib_init.lowrank_factors(n_out, n_in, r, rng, "relu")  # W_lib (n_out, n_in) = U S Vᵀ = W_tfᵀ
             p[f"U{k}"][:, :r], p[f"S{k}"][:r, :r], p[f"Vt{k}"][:r, :] = V, S.T, U.T
             p[f"b{k}"] = np.zeros(n_out)
+
+    def _build_network(self):
+        """The library's layers, sharing the bias and classifier arrays of ``self.p`` (updated in place)."""
+        self.lowrank, layers = [], []
+        for L in self.layers:
+            layer = LowRankLinear(L["n_in"], L["n_out"], 1, dtype=self.dtype)  # factors set by each pass
+            layer.params["b"] = self.p[f"b{L['k']}"]
+            self.lowrank.append(layer)
+            layers += [layer, ReLU()]
+        self.out = Dense(self.widths[-2], self.widths[-1], activation="linear", dtype=self.dtype)
+        self.out.params = {"W": self.p["W_out"].T, "b": self.p["b_out"]}  # Dense: y = x Wᵀ + b, W (10, d) a view
+        self.net = Sequential(layers + [self.out])
+        self.loss = SoftmaxCrossEntropy()
 
     # -- evaluation ---------------------------------------------------------
     def ranks(self) -> list:
         return [L["r"] for L in self.layers]
 
-    def logits(self, x):
+    def _current(self):
+        """Per layer, the point W0 = U S Vᵀ as factors (A, C, B) = (U, S, V) for :meth:`_pass`."""
         p = self.p
-        for L in self.layers:
-            k, r = L["k"], L["r"]
-            z = ((x @ p[f"U{k}"][:, :r]) @ p[f"S{k}"][:r, :r]) @ p[f"Vt{k}"][:r, :]  # (N,n_in)(n_in,r)(r,r)(r,n_out)
-            x = np.maximum(z + p[f"b{k}"], 0)
-        return x @ p["W_out"] + p["b_out"]  # (N, d) @ (d, 10)
+        return [(p[f"U{k}"][:, :r], p[f"S{k}"][:r, :r], p[f"Vt{k}"][:r, :].T)
+                for k, r in ((L["k"], L["r"]) for L in self.layers)]
 
-    # -- one pass with every layer at a chosen (P, Q) -------------------------
-    def _pass(self, x, y, points, with_out):
-        """Forward/backward with layer k computing relu((x P_k) Q_k + c_k); returns loss and per-layer grads."""
-        p = self.p
-        cache = []
-        for (P, Q, c) in points:
-            pre = (x @ P) @ Q + c  # (N, n_in)(n_in, k)(k, n_out)
-            cache.append((x, P, Q, pre))
-            x = np.maximum(pre, 0)
-        z = x @ p["W_out"] + p["b_out"]  # (N, d) @ (d, 10)
-        z = z - z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-        N = len(y)
-        loss = -logp[np.arange(N), y].mean()
-        dz = np.exp(logp)
-        dz[np.arange(N), y] -= 1
-        dz /= N  # (N, 10)
-        out_grads = {"W_out": x.T @ dz, "b_out": dz.sum(axis=0)} if with_out else {}
-        dx = dz @ p["W_out"].T  # (N, 10) @ (10, d)
-        grads = [None] * len(points)
-        for i in reversed(range(len(points))):
-            xi, P, Q, pre = cache[i]
-            dP, dQ, db, dx = _relu_layer_backward(xi, P, Q, pre, dx)
-            grads[i] = (dP, dQ, db)
-        return loss, grads, out_grads
+    def logits(self, x):
+        self._set_points(self._current())
+        return self.net.forward(x)  # (N, n_in) -> (N, 10)
+
+    # -- one pass with every layer at a chosen W_k = A_k C_k B_kᵀ -----------
+    def _set_points(self, points):
+        for layer, (A, C, B) in zip(self.lowrank, points):
+            layer.set_factors(B, C.T, A)  # W_lib = W_kᵀ = B Cᵀ Aᵀ: U_lib = B (n_out, q), S_lib = Cᵀ, V_lib = A (n_in, q)
+
+    def _pass(self, x, y, points) -> float:
+        """Forward and backward with low-rank layer k at W_k = A_k C_k B_kᵀ (A (n_in, q), C (q, q), B (n_out, q)).
+
+        Returns the loss; the gradients are left in the layers. In Keras orientation,
+        for W = A C Bᵀ with G = ∂L/∂W (n_in×n_out) = G_libᵀ, the library's layer gives
+        ``grad_L()`` = G_libᵀ U_lib = G B (n_in, q), ``grad_K()`` = G_lib V_lib = Gᵀ A (n_out, q)
+        and ``grad_S()`` = U_libᵀ G_lib V_lib = (Aᵀ G B)ᵀ (q, q).
+        """
+        self._set_points(points)
+        loss = self.loss.forward(self.net.forward(x), y)
+        self.net.backward(self.loss.backward())
+        return loss
 
     def _names(self, with_out):
         names = [f"{v}{L['k']}" for L in self.layers for v in ("K", "Lt", "S", "b")]
         return names + (["W_out", "b_out"] if with_out else [])
 
+    def _kl_gradients(self, x, y):
+        """∂L/∂K (W = K Vᵀ) and ∂L/∂Lᵀ (W = U Lᵀ) at W0, embedded in the fixed-size variables."""
+        p, grads = self.p, {}
+        self._pass(x, y, self._current())
+        for L, layer in zip(self.layers, self.lowrank):
+            k, r = L["k"], L["r"]
+            grads[f"K{k}"] = _embed(p[f"K{k}"], layer.grad_L(), np.s_[:, :r])  # G V: (n_in, r)
+            grads[f"Lt{k}"] = _embed(p[f"Lt{k}"], layer.grad_K().T, np.s_[:r, :])  # Uᵀ G: (r, n_out)
+        return grads
+
+    def _s_gradients(self, x, y, hat):
+        """Loss and ∂L/∂S̃ (W = Û S̃ V̂ᵀ), biases and classifier at the augmented point, embedded."""
+        p = self.p
+        pts = [(hat[L["k"]][0], p[f"S{L['k']}"][:2 * L["r"], :2 * L["r"]], hat[L["k"]][1].T) for L in self.layers]
+        loss = self._pass(x, y, pts)
+        grads = {"W_out": self.out.grads["W"].T, "b_out": self.out.grads["b"]}  # (d, 10), (10,)
+        for L, layer in zip(self.layers, self.lowrank):
+            k, r = L["k"], L["r"]
+            grads[f"S{k}"] = _embed(p[f"S{k}"], layer.grad_S().T, np.s_[:2 * r, :2 * r])  # Ûᵀ G V̂: (2r, 2r)
+            grads[f"b{k}"] = layer.grads["b"]
+        return loss, grads
+
     def step(self, x, y) -> float:
         """One batch: K- and L-gradients, two Adam applications, basis augmentation, S-step, truncation."""
         p, dt = self.p, self.dtype
-        aux_b = {}
         for L in self.layers:  # K = U S, Lᵀ = S Vᵀ (pre-processing)
             k, r = L["k"], L["r"]
             S = p[f"S{k}"][:r, :r]
             p[f"K{k}"][:, :r] = p[f"U{k}"][:, :r] @ S  # (n_in, r) @ (r, r)
             p[f"Lt{k}"][:r, :] = S @ p[f"Vt{k}"][:r, :]  # (r, r) @ (r, n_out)
-            aux_b[k] = p[f"b{k}"].copy()
         if self.state == "reset":
             self.opt.reset([f"{v}{L['k']}" for L in self.layers for v in ("K", "Lt", "S")])
-        ks = [L["k"] for L in self.layers]
-        rs = [L["r"] for L in self.layers]
-        _, gK, _ = self._pass(x, y, [(p[f"K{k}"][:, :r], p[f"Vt{k}"][:r, :], aux_b[k]) for k, r in zip(ks, rs)], False)
-        _, gL, _ = self._pass(x, y, [(p[f"U{k}"][:, :r], p[f"Lt{k}"][:r, :], aux_b[k]) for k, r in zip(ks, rs)], False)
-        full = lambda name, block, sl: _embed(p[name], block, sl)
+        grads = self._kl_gradients(x, y)
         if self.state == "mapped":
-            for k, r in zip(ks, rs):
+            for L in self.layers:
+                k, r = L["k"], L["r"]
                 self._map(f"K{k}", (p[f"Vt{k}"][:r, :].copy(),))
                 self._map(f"Lt{k}", (p[f"U{k}"][:, :r].copy(),))
-        self.opt.apply(p, {f"K{k}": full(f"K{k}", g[0], np.s_[:, :r]) for k, r, g in zip(ks, rs, gK)},
-                       self._names(False), self.drift)
-        self.opt.apply(p, {f"Lt{k}": full(f"Lt{k}", g[1], np.s_[:r, :]) for k, r, g in zip(ks, rs, gL)},
-                       self._names(False), self.drift)
+        for v in ("K", "Lt"):  # two apply_gradients, K then L
+            self.opt.apply(p, {f"{v}{L['k']}": grads[f"{v}{L['k']}"] for L in self.layers}, self._names(False),
+                           self.drift)
         hat = {}
         for L in self.layers:  # augmented bases, K first (Q of [K | U]); S̃ = N S Mᵀ
             k, r = L["k"], L["r"]
@@ -244,15 +287,9 @@ class TF2022Emulation:
             p[f"S{k}"][:2 * r, :2 * r] = N @ p[f"S{k}"][:r, :r] @ M.T  # (2r, r)(r, r)(r, 2r)
             hat[k] = (Uh.astype(dt), Vh.T.astype(dt))
         if self.state == "mapped":
-            for k in ks:
-                self._map(f"S{k}", hat[k])
-        pts = [(hat[k][0] @ p[f"S{k}"][:2 * r, :2 * r], hat[k][1], p[f"b{k}"]) for k, r in zip(ks, rs)]
-        loss, gS, gout = self._pass(x, y, pts, True)
-        grads = dict(gout)
-        for k, r, (dP, dQ, db) in zip(ks, rs, gS):
-            # P = Û S̃: dS̃ = Ûᵀ dP  ((2r, n_in) @ (n_in, 2r))
-            grads[f"S{k}"] = _embed(p[f"S{k}"], hat[k][0].T @ dP, np.s_[:2 * r, :2 * r])
-            grads[f"b{k}"] = db
+            for L in self.layers:
+                self._map(f"S{L['k']}", hat[L["k"]])
+        loss, grads = self._s_gradients(x, y, hat)
         self.opt.apply(p, grads, self._names(True), self.drift)
         for L in self.layers:
             self._truncate(L, hat[L["k"]])
@@ -283,24 +320,15 @@ class TF2022Emulation:
             store[name][sl] = block
 
     def _truncate(self, L, hat):
-        p, k, r, R = self.p, L["k"], L["r"], L["R"]
+        """Ŝ = P diag(σ) Qᵀ cut to the new rank (library :func:`~dlrt_ref.lowrank.truncate`, 2022 rule or correct)."""
+        p, k, r = self.p, L["k"], L["r"]
         Uh, Vth = hat
-        Sh = p[f"S{k}"][:2 * r, :2 * r].astype(np.float64)
-        u2, d, vh = np.linalg.svd(Sh)  # Ŝ = u2 diag(d) vh, vh = v2ᵀ
-        tol = self.tau * np.linalg.norm(d)
-        tails = np.sqrt(np.cumsum(d[::-1] ** 2))[::-1]  # tails[j] = ‖d[j:]‖
-        if self.truncation == "2022":
-            tails_2022 = np.sqrt(np.cumsum(d[-2::-1] ** 2))[::-1]  # ‖d[j:2r-1]‖, j < 2r-1 (last σ left out)
-            cut = np.nonzero(tails_2022 < tol)[0]
-            new = int(cut[0]) if cut.size else r
-        else:
-            cut = np.nonzero(np.append(tails, 0.0) <= tol)[0]
-            new = int(cut[0])
-        new = max(min(new, R), 2)
-        p[f"S{k}"][:new, :new] = np.diag(d[:new])
-        p[f"U{k}"][:, :new] = Uh @ u2[:, :new]  # (n_in, 2r) @ (2r, new)
-        rows = vh[:, :new].T if self.truncation == "2022" else vh[:new, :]  # 2022: rows of v2 = columns of vh
-        p[f"Vt{k}"][:new, :] = rows @ Vth  # (new, 2r) @ (2r, n_out)
+        tr = truncate(p[f"S{k}"][:2 * r, :2 * r].astype(np.float64), tau=self.tau, r_min=2, r_max=L["R"],
+                      compat_2022=self.truncation == "2022")
+        new = tr.rank
+        p[f"S{k}"][:new, :new] = np.diag(tr.sigma)
+        p[f"U{k}"][:, :new] = Uh @ tr.P  # (n_in, 2r) @ (2r, new)
+        p[f"Vt{k}"][:new, :] = tr.Q.T @ Vth  # (new, 2r) @ (2r, n_out); 2022: Q = rows of the right singular vectors
         L["r"] = new
 
 
