@@ -23,6 +23,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 # command name -> (module, one-line help)
 COMMANDS = {
@@ -212,9 +213,14 @@ def main(argv=None) -> int:
         return EXIT_INTERRUPTED
     if getattr(args, "_missing", None):
         parser.error(f"command {args.command!r} is not available ({args._missing} missing)")
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        parser.error(f"argument --threads: must be >= 1, got {args.threads}")
     where = f"{prog} {args.command}"
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():
+            if not debug:  # NumPy's overflow/invalid warnings would add lines; divergence is detected explicitly
+                warnings.simplefilter("ignore", RuntimeWarning)
+            return int(args._run(args) or 0)
     except UsageError as exc:
         if debug:
             raise

@@ -159,13 +159,18 @@ def resolve(args) -> dict:
     if args.resume:
         from dlrt_ref.train.checkpoint import CheckpointError, read_manifest
 
+        if not Path(args.resume).exists():  # a wrong path is a usage error (2); a damaged file a runtime one (1)
+            raise _usage(f"--resume: checkpoint {args.resume!r} does not exist")
+        manifest = read_manifest(args.resume)
         try:
-            saved = dict(read_manifest(args.resume)["config"]["run"])
-            saved.setdefault("ortho", "householder")  # checkpoints from before --ortho used Householder QR
-            saved.setdefault("init_spectrum", "halfnormal")  # and the half-normal initial spectrum
-            saved.setdefault("state_policy", "transport-shared-t")  # and one Adam step count per factor
-        except (CheckpointError, KeyError) as exc:
-            raise _usage(f"--resume: {exc}") from None
+            saved = dict(manifest["config"]["run"])
+            int(manifest["position"]["epoch"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"checkpoint {args.resume!r} holds no run options or position (not written by "
+                                  "'train')") from None
+        saved.setdefault("ortho", "householder")  # checkpoints from before --ortho used Householder QR
+        saved.setdefault("init_spectrum", "halfnormal")  # and the half-normal initial spectrum
+        saved.setdefault("state_policy", "transport-shared-t")  # and one Adam step count per factor
         for k, v in given.items():
             if v != saved.get(k):
                 raise _usage(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {saved.get(k)}; "
@@ -413,6 +418,10 @@ def run(args) -> int:
                          f"be more than {done} (got {epochs})")
     _check_out(args)
     data_folder = mnist_path(args.data_dir)
+    if args.resume:  # read every array now (exit 1 on a damaged file), before the data is loaded
+        from dlrt_ref.train.checkpoint import load_checkpoint
+
+        load_checkpoint(args.resume, build_trainer(opts))
     if args.out:
         _writable(Path(args.out))
     log = (lambda line: None) if args.quiet else None
