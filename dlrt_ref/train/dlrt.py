@@ -1,8 +1,14 @@
 r"""The DLRT optimiser: the low-rank integrators with a network's gradient as the field.
 
 For a network with low-rank layers :math:`W_\ell = U_\ell S_\ell V_\ell^T`, DLRT
-integrates the gradient flow :math:`\dot W_\ell = -\nabla_{W_\ell} \mathcal L`
-on the rank manifolds (Schotthöfer et al. 2022, Alg. 1; Zangrando 2022, ch. 3).
+integrates, per layer, the *projected* gradient flow
+
+.. math:: \dot W_\ell = -P(W_\ell)\,\nabla_{W_\ell} \mathcal L
+
+on the manifold of rank-r matrices (P(W) the orthogonal projection onto its
+tangent space), with the rank-adaptive methods adding augmentation (Û = [U0 | new
+directions]) and truncation (ϑ = τ‖σ‖) to each step — not the full flow
+Ẇ = −∇L (Schotthöfer et al. 2022, Alg. 1 and Thm. 1; Zangrando 2022, ch. 3).
 The field of layer ℓ at a point is
 :math:`F_\ell = -G_\ell = -\Delta_\ell^T X_\ell`, available after one forward and
 backward pass as the lazy operator ``layer.grad_op`` — it is never formed.
@@ -12,11 +18,34 @@ integrates matrix ODEs** (:mod:`dlrt_ref.integrators`): each integrator is a
 generator of field requests, one generator per layer, and all layers' requests
 of a round are served by *one* forward/backward pass with every layer set to its
 requested point. The sub-step is the optimiser (:mod:`dlrt_ref.train.optim`).
-Passes per batch: ``ra-bug`` 1 (since Û S̃0 V̂ᵀ = W0 the S-step gradient is the
-one already computed), ``parallel`` 1, ``bug`` 2, ``ksl`` 3.
 
-Dense parameters (biases, dense layers) are updated with their gradient from
-the S-step pass (the pass whose :class:`~dlrt_ref.substeps.Request` serves an S-flow).
+Passes per step
+---------------
+``ra-bug`` 1 (since Û S̃0 V̂ᵀ = W0 the S-step gradient is the one already
+computed), ``parallel`` 1, ``bug`` 2, ``ksl`` 3 — with Euler-type sub-steps (SGD,
+momentum, Adam: one gradient per sub-flow) on one batch, and a network whose
+forward is a fixed function of its parameters (no dropout, no batch
+statistics), so that "the gradient at Û S̃0 V̂ᵀ" is the gradient at W0. A
+sub-step that evaluates the field several times (RK4) needs more. The passes are
+counted by the network (``net.forward_calls``/``backward_calls``), not declared
+here: :attr:`StepInfo.passes` is what the step actually ran.
+
+Dense parameters (biases, dense layers)
+---------------------------------------
+Every pass of a step sees the dense parameters as they were at the start of the
+step. They take one optimiser step per batch, after the last pass, with the
+gradient of the pass that serves the S-step (the pass whose
+:class:`~dlrt_ref.substeps.Request` serves an S-flow, as the biases are trained
+in the S-step of Schotthöfer et al. 2022, Alg. 1): ``ra-bug`` and ``parallel``
+their only pass, ``bug`` its 2nd (last) pass, ``ksl`` its 2nd of 3 (so ksl's
+L pass, the 3rd, still sees the start values).
+
+All or nothing
+--------------
+A step that fails in any pass (e.g. :class:`NonFiniteLossError` in the 2nd
+pass of bug or ksl, or an interrupt) leaves the network (factors and dense
+parameters) and the optimiser state exactly as they were before the step,
+and re-raises.
 """
 from __future__ import annotations
 
@@ -30,10 +59,10 @@ from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.nn.loss import SoftmaxCrossEntropy
 from dlrt_ref.train.optim import Optimizer
 
-__all__ = ["Trainer", "DLRT", "StepInfo", "TRAIN_METHODS", "NonFiniteLossError"]
+__all__ = ["Trainer", "DLRT", "StepInfo", "TRAIN_METHODS", "TOL_RULES", "NonFiniteLossError"]
 
 TRAIN_METHODS = ("ra-bug", "bug", "ksl", "parallel")
-PASSES = {"ra-bug": 1, "parallel": 1, "bug": 2, "ksl": 3}
+TOL_RULES = ("relative", "absolute", "step")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -45,7 +74,7 @@ class StepInfo:
     """What one optimiser step did."""
 
     loss: float  # loss at the first pass (the batch loss at W0)
-    passes: int  # forward+backward passes used
+    passes: int  # forward+backward passes run, as counted by the network
     ranks: list = field(default_factory=list)  # rank per low-rank layer after the step
     seconds: float = 0.0
     # rank-adaptive methods: per low-rank layer, the tolerance ϑ applied and the norm of the
@@ -76,12 +105,44 @@ class Trainer:
         self.net.backward(self.loss.backward())
         return loss
 
-    def _update_dense(self):
-        """Optimiser step on every ordinary parameter (biases, dense layers) with its gradient of the last pass."""
+    def _update_dense(self, grads=None):
+        """Optimiser step on every ordinary parameter (biases, dense layers).
+
+        ``grads``: ``{(layer index, name): gradient}`` as taken by :meth:`_dense_grads`;
+        default the gradients of the last pass.
+        """
         index = {id(l): k for k, l in enumerate(self.net.layers)}
         for layer, name in self.net.dense_params():
-            key = ("dense", index[id(layer)], name)  # stable across checkpoints
-            layer.params[name] = self.opt.update(key, layer.params[name], layer.grads[name])
+            k = index[id(layer)]
+            g = layer.grads[name] if grads is None else grads[(k, name)]
+            key = ("dense", k, name)  # stable across checkpoints
+            layer.params[name] = self.opt.update(key, layer.params[name], g)
+
+    def _dense_grads(self) -> dict:
+        """The dense parameters' gradients of the last pass (arrays are new at every backward)."""
+        index = {id(l): k for k, l in enumerate(self.net.layers)}
+        return {(index[id(layer)], name): layer.grads[name] for layer, name in self.net.dense_params()}
+
+    def _passes_so_far(self) -> tuple:
+        return getattr(self.net, "forward_calls", 0), getattr(self.net, "backward_calls", 0)
+
+    def _snapshot(self):
+        """Everything a step changes: dense parameters, factors, optimiser state, step count.
+
+        Arrays are never modified in place by a step (every update makes new
+        arrays), so references suffice; factors keep their identity, which the
+        optimiser uses to recognise its frames.
+        """
+        layers = [(dict(l.params), (l.U, l.S, l.V) if getattr(l, "lowrank", False) else None) for l in self.net.layers]
+        return layers, self.opt.snapshot(), self.steps
+
+    def _restore(self, snap) -> None:
+        layers, opt_state, self.steps = snap
+        for layer, (params, factors) in zip(self.net.layers, layers):
+            layer.params = dict(params)
+            if factors is not None:
+                layer.set_factors(*factors)
+        self.opt.restore(opt_state)
 
     def ranks(self) -> list:
         """Current rank of every low-rank layer, in forward order."""
@@ -102,11 +163,22 @@ class DLRT(Trainer):
     method : {"ra-bug", "bug", "ksl", "parallel"}
     tau : float
         Relative truncation tolerance, ϑ = τ‖σ‖₂ of the augmented core
-        (rank-adaptive methods only).
+        (rank-adaptive methods only; used by ``tol_rule="relative"``).
+    tol_rule : {"relative", "absolute", "step"}
+        How ϑ is set at each step: ``"relative"`` (default, as published):
+        ϑ = τ‖Ŝ1‖_F; ``"absolute"``: ϑ = ``theta``; ``"step"``: ϑ = ``theta``·h·‖Ŝ1 − S̃0‖_F,
+        scaled with the step's update (derived in
+        :func:`dlrt_ref.integrators.step_scaled_rule`). The relative rule stays the default;
+        what each rule does to the ranks is measured in ``experiments/rank_dynamics.py``.
+    theta : float
+        ϑ for ``"absolute"``, the constant c for ``"step"``.
     r_min : int
-        Smallest rank after truncation (default 2).
+        Smallest rank after truncation (default 2), >= 1.
     r_max : int or None
-        Largest rank; default ⌊min(m, n)/2⌋ per layer, which leaves room to augment.
+        Largest rank, >= max(1, r_min); default ⌊min(m, n)/2⌋ per layer (at least 1),
+        which leaves room to augment to 2r ≤ min(m, n) (Zangrando 2022; DESIGN:
+        rank caps). Ranks must be integers; a bad value is a ValueError/TypeError
+        naming the argument, as in the ``train`` command.
     compat_2022_truncation : bool
         Reproduce the 2022 reference codes' truncation (see
         :func:`dlrt_ref.lowrank.truncate`); off by default, which is the correct one.
@@ -116,26 +188,53 @@ class DLRT(Trainer):
     """
 
     def __init__(self, net, optimizer: Optimizer, method: str = "ra-bug", tau: float = 0.1, r_min: int = 2,
-                 r_max=None, compat_2022_truncation: bool = False, ortho: str = "householder", loss=None):
+                 r_max=None, compat_2022_truncation: bool = False, ortho: str = "householder", loss=None,
+                 tol_rule: str = "relative", theta=None):
         if method not in TRAIN_METHODS:
             raise ValueError(f"unknown DLRT method {method!r}; expected one of {TRAIN_METHODS}")
+        if tol_rule not in TOL_RULES:
+            raise ValueError(f"DLRT: tol_rule must be one of {TOL_RULES}, got {tol_rule!r}")
+        if tol_rule != "relative" and not (theta is not None and np.isfinite(theta) and theta >= 0):
+            raise ValueError(f"DLRT: tol_rule={tol_rule!r} needs theta, a finite number >= 0, got {theta!r}")
         if method in ADAPTIVE and not (np.isfinite(tau) and tau >= 0):
             raise ValueError(f"tau must be a finite number >= 0, got {tau}")
+        for name, r in (("r_min", r_min), ("r_max", r_max)):
+            if r is not None and (isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer))):
+                raise TypeError(f"DLRT: {name} must be an integer, got {r!r}")
         if r_min < 1:
-            raise ValueError(f"r_min must be >= 1, got {r_min}")
+            raise ValueError(f"DLRT: r_min must be >= 1, got {r_min}")
+        if r_max is not None and r_max < 1:
+            raise ValueError(f"DLRT: r_max must be >= 1, got {r_max}")
+        if r_max is not None and r_max < r_min:
+            raise ValueError(f"DLRT: r_max ({r_max}) must be >= r_min ({r_min})")
         super().__init__(net, optimizer, loss)
         self.method = method
-        self.tau, self.r_min, self.r_max = float(tau), int(r_min), r_max
+        self.tau, self.r_min = float(tau), int(r_min)
+        self.r_max = None if r_max is None else int(r_max)
         self.compat = bool(compat_2022_truncation)
         self.ortho = ortho
+        self.tol_rule, self.theta = tol_rule, None if theta is None else float(theta)
 
     # -- pieces ---------------------------------------------------------------
+    @staticmethod
+    def default_r_max(shape) -> int:
+        """⌊min(m, n)/2⌋ (at least 1): the rank cap when ``r_max`` is None."""
+        return max(1, min(shape) // 2)
+
     def _rule(self, layer) -> dict:
         if self.method not in ADAPTIVE:
             return {}
-        m, n = layer.shape
-        r_max = self.r_max if self.r_max is not None else max(1, min(m, n) // 2)
-        return dict(tau=self.tau, r_min=min(self.r_min, r_max), r_max=r_max, compat_2022=self.compat)
+        r_max = self.r_max if self.r_max is not None else self.default_r_max(layer.shape)
+        tol = {"relative": dict(tau=self.tau), "absolute": dict(theta=self.theta), "step": dict(c_step=self.theta)}
+        return dict(tol[self.tol_rule], r_min=min(self.r_min, r_max), r_max=r_max, compat_2022=self.compat)
+
+    def config(self) -> dict:
+        """The settings that define the step (stored in and checked against checkpoints)."""
+        cfg = {"method": self.method, "tau": self.tau, "r_min": self.r_min, "r_max": self.r_max,
+               "ortho": self.ortho, "compat_2022_truncation": self.compat}
+        if self.tol_rule != "relative":  # only then: checkpoints of the default rule keep their old keys
+            cfg.update(tol_rule=self.tol_rule, theta=self.theta)
+        return cfg
 
     # -- one step -------------------------------------------------------------
     def step(self, x, y) -> StepInfo:
@@ -144,18 +243,32 @@ class DLRT(Trainer):
         Every layer runs its own ``*_stages`` generator; :func:`~dlrt_ref.substeps.drive` collects
         one :class:`~dlrt_ref.substeps.Request` per layer per round and ``serve`` answers the round
         with one forward/backward pass (see the "life of a request" in :mod:`dlrt_ref.integrators`).
+        All or nothing: if any pass fails, everything is restored and the error re-raised.
         """
         t_start = time.perf_counter()
+        snap = self._snapshot()
+        counted = self._passes_so_far()
+        try:
+            info = self._step(x, y)
+        except BaseException:
+            self._restore(snap)
+            raise
+        forwards, backwards = (a - b for a, b in zip(self._passes_so_far(), counted))
+        info.passes = max(forwards, backwards)  # counted by the network, whatever the method says
+        info.seconds = time.perf_counter() - t_start
+        return info
+
+    def _step(self, x, y) -> StepInfo:
         layers = self.layers
-        losses = []
+        losses, dense = [], {}
 
         def serve(requests):
             """One pass with every layer at its requested point; returns F = −∂L/∂W per layer, lazily."""
             for layer, q in zip(layers, requests):
                 layer.set_factors(q.Y.U, q.Y.S, q.Y.V)
             losses.append(self._pass(x, y))
-            if requests[0].serves("S"):  # the S-step pass: dense parameters take their step with it
-                self._update_dense()
+            if requests[0].serves("S"):  # the S-step pass supplies the dense gradient (applied at the end)
+                dense.update(self._dense_grads())
             return [layer.grad_op.scaled(-1.0) for layer in layers]
 
         stages = STAGES[self.method]
@@ -165,14 +278,15 @@ class DLRT(Trainer):
             for i, l in enumerate(layers)
         ]
         if generators:
-            results, passes = drive(generators, serve=serve)
+            results, _ = drive(generators, serve=serve)
         else:  # no low-rank layer: one ordinary step of the dense parameters
             losses.append(self._pass(x, y))
-            self._update_dense()
-            results, passes = [], 1
+            dense.update(self._dense_grads())
+            results = []
+        self._update_dense(dense)  # after the last pass: every pass saw the start values
         for l, res in zip(layers, results):
             l.set_factors(res.Y.U, res.Y.S, res.Y.V)
         self.steps += 1
         truncs = [res.truncation for res in results if res.truncation is not None]
-        return StepInfo(losses[0], passes, [l.rank for l in layers], time.perf_counter() - t_start,
+        return StepInfo(losses[0], 0, [l.rank for l in layers],
                         thetas=[t.theta for t in truncs], tails=[t.tail for t in truncs])
