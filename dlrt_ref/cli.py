@@ -211,10 +211,14 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return EXIT_INTERRUPTED
+    except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2, one line written)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if getattr(args, "_missing", None):
-        parser.error(f"command {args.command!r} is not available ({args._missing} missing)")
+        sys.stderr.write(f"{prog}: error: command {args.command!r} is not available ({args._missing} missing)\n")
+        return EXIT_USAGE
     if getattr(args, "threads", None) is not None and args.threads < 1:
-        parser.error(f"argument --threads: must be >= 1, got {args.threads}")
+        sys.stderr.write(f"{prog} {args.command}: error: argument --threads: must be >= 1, got {args.threads}\n")
+        return EXIT_USAGE
     where = f"{prog} {args.command}"
     try:
         with warnings.catch_warnings():

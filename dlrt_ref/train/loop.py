@@ -302,7 +302,7 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
                     reference = loss
                 if divergence_factor and loss > divergence_factor * max(reference, 1e-12):
                     raise DivergenceError(f"loss {loss:.4g} is more than {divergence_factor:g} times the first "
-                                          f"loss {reference:.4g}")
+                                          f"loss {reference:.4g} (a smaller learning rate may help)")
                 history.steps.append({"step": trainer.steps, "epoch": epoch + 1, "loss": loss,
                                       "ranks": list(info.ranks), "passes": int(info.passes), "ms": ms,
                                       "tails": [float(t) for t in getattr(info, "tails", [])]})
