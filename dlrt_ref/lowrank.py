@@ -29,12 +29,31 @@ __all__ = [
     "truncate",
     "Truncation",
     "best_rank_r",
+    "FACTOR_DTYPES",
 ]
 
 
 def _H(A):
     """Conjugate transpose A^*."""
     return A.conj().T
+
+
+FACTOR_DTYPES = ("float32", "float64", "complex64", "complex128")
+
+
+def _check_factor(name: str, A) -> None:
+    """One-line TypeError unless A is a NumPy/CuPy array of a supported floating dtype.
+
+    Lists are rejected rather than converted, so that the caller chooses the backend
+    and the dtype (``numpy.asarray(x, dtype=numpy.float64)``); float16 and integer or
+    bool factors are rejected because the QR/SVD/Cholesky kernels do not support them
+    (or silently compute in another precision).
+    """
+    if not (type(A).__module__.split(".")[0] in ("numpy", "cupy") and hasattr(A, "ndim")):
+        raise TypeError(f"LowRankMatrix: {name} must be a NumPy or CuPy array, got {type(A).__name__}; "
+                        f"convert it first, e.g. numpy.asarray({name}, dtype=numpy.float64)")
+    if str(A.dtype) not in FACTOR_DTYPES:
+        raise TypeError(f"LowRankMatrix: {name} has dtype {A.dtype}; factors must be one of {', '.join(FACTOR_DTYPES)}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,8 @@ class LowRankMatrix:
 
     def __post_init__(self):
         U, S, V = self.U, self.S, self.V
+        for name, A in (("U", U), ("S", S), ("V", V)):
+            _check_factor(name, A)
         if U.ndim != 2 or S.ndim != 2 or V.ndim != 2:
             raise ValueError(f"LowRankMatrix needs 2-D factors, got U{U.shape}, S{S.shape}, V{V.shape}")
         if S.shape != (U.shape[1], V.shape[1]):
@@ -95,7 +116,10 @@ class LowRankMatrix:
 
     def singular_values(self):
         """Singular values of Y (requires orthonormal U, V): those of S, descending, host array."""
-        return np.linalg.svd(to_numpy(self.S), compute_uv=False)
+        S = to_numpy(self.S)
+        if not np.isfinite(S).all():
+            raise ValueError(f"LowRankMatrix.singular_values: S ({S.shape[0]}×{S.shape[1]}) holds NaN or infinite entries")
+        return np.linalg.svd(S, compute_uv=False)
 
     @staticmethod
     def from_dense(A, rank: int) -> "LowRankMatrix":
@@ -108,6 +132,8 @@ def best_rank_r(A, r: int) -> LowRankMatrix:
     xp = array_module(A)
     if not (1 <= r <= min(A.shape)):
         raise ValueError(f"rank must be in [1, {min(A.shape)}] for a {A.shape} matrix, got {r}")
+    if not bool(xp.isfinite(A).all()):
+        raise ValueError(f"best_rank_r: the {A.shape[0]}×{A.shape[1]} matrix holds NaN or infinite entries")
     P, sigma, Qh = xp.linalg.svd(A, full_matrices=False)  # (m,k) (k,) (k,n)
     return LowRankMatrix(P[:, :r], xp.diag(sigma[:r]).astype(A.dtype), _H(Qh[:r, :]))
 
@@ -281,11 +307,21 @@ def truncate(
     they build the right factor from ``Vh[:, :r1]`` instead of
     ``Vh^*[:, :r1]`` — a bug. It is offered only to reproduce their numbers.
     """
+    if isinstance(S, LowRankMatrix):
+        raise TypeError("truncate takes the core S (a 2-D array), not a LowRankMatrix; pass Y.S and apply "
+                        "P, Q to Y.U, Y.V (as integrators.truncate_core does)")
+    if not (hasattr(S, "ndim") and hasattr(S, "dtype")):
+        raise TypeError(f"truncate takes the core S as a NumPy or CuPy array, got {type(S).__name__}")
+    if str(S.dtype) not in FACTOR_DTYPES:
+        raise TypeError(f"truncate: the core S has dtype {S.dtype}; expected one of {', '.join(FACTOR_DTYPES)}")
     xp = array_module(S)
     if S.ndim != 2:
         raise ValueError(f"truncate needs a 2-D core, got shape {S.shape}")
     if sum(x is not None for x in (theta, tau, rank)) != 1:
         raise ValueError("truncate: give exactly one of theta (absolute), tau (relative) or rank")
+    # checked before the SVD (which would fail with "SVD did not converge" or return NaN); one host sync
+    if not bool(xp.isfinite(S).all()):
+        raise ValueError(f"truncate: the core S ({S.shape[0]}×{S.shape[1]}) holds NaN or infinite entries")
     P, sigma, Qh = xp.linalg.svd(S, full_matrices=False)  # (k1,k) (k,) (k,k2)
     s = to_numpy(sigma).astype(float)
     k = s.size

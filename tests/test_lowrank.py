@@ -228,3 +228,32 @@ def test_augmented_basis_contains_old_basis_and_represents_Y0(backend, shape, cp
     Y0d = Y0.to_dense()
     S_tilde0 = M @ Y0.S @ H(N)
     assert fro(Uh @ S_tilde0 @ H(Vh) - Y0d) <= tol * fro(Y0d)
+
+
+# --------------------------------------------------------------------------- #
+# Bad input to the Python API: one clear line, never a deep NumPy error
+# --------------------------------------------------------------------------- #
+def test_api_rejects_bad_factors_and_cores_with_one_line():
+    I2, E = np.eye(2), np.eye(3, 2)
+    Y = LowRankMatrix(E, I2, E)
+    cases = [
+        (lambda: LowRankMatrix([[1.0], [0.0]], np.eye(1), np.eye(2, 1)), TypeError, "U must be a NumPy or CuPy array, got list"),
+        (lambda: LowRankMatrix(E, I2.tolist(), E), TypeError, "S must be a NumPy or CuPy array"),
+        (lambda: LowRankMatrix(E.astype(np.float16), I2, E), TypeError, "U has dtype float16"),
+        (lambda: LowRankMatrix(E, I2, E.astype(int)), TypeError, "V has dtype int64"),
+        (lambda: LowRankMatrix(E, I2.astype(bool), E), TypeError, "S has dtype bool"),
+        (lambda: truncate(Y, tau=0.1), TypeError, "not a LowRankMatrix; pass Y.S"),
+        (lambda: truncate([[1.0]], tau=0.1), TypeError, "got list"),
+        (lambda: truncate(I2.astype(np.float16), tau=0.1), TypeError, "dtype float16"),
+        (lambda: truncate(np.array([[1.0, 0], [0, np.nan]]), tau=0.1), ValueError, "NaN or infinite"),
+        (lambda: truncate(np.array([[np.inf, 0], [0, 1.0]]), rank=1), ValueError, "NaN or infinite"),
+        (lambda: LowRankMatrix(E, np.array([[np.nan, 0], [0, 1.0]]), E).singular_values(), ValueError, "NaN or infinite"),
+        (lambda: LowRankMatrix.from_dense(np.full((3, 3), np.nan), 1), ValueError, "NaN or infinite"),
+    ]
+    for call, exc, text in cases:
+        with pytest.raises(exc) as info:
+            call()
+        assert text in str(info.value) and "\n" not in str(info.value), str(info.value)
+    # the supported dtypes still work, complex included
+    for dt in (np.float32, np.float64, np.complex64, np.complex128):
+        assert truncate(LowRankMatrix(E.astype(dt), I2.astype(dt), E.astype(dt)).S, rank=1).rank == 1
