@@ -24,6 +24,7 @@ EXPECTED = {
     "05_one_dlrt_step.py": ["05_one_dlrt_step.png"],
     "06_mnist_rank_adaptive.py": ["06_mlp.png", "06_lenet5.png"],
     "07_gpu_backend.py": ["07_step_time_vs_width.png"],
+    "08_dlrt_theorems.py": ["08_dlrt_theorems.png"],
 }
 
 

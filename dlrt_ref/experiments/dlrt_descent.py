@@ -33,8 +33,8 @@ from dlrt_ref.ode.theorems import descent_check
 
 NAME = "dlrt_descent"
 CONFIG = {
-    "quick": dict(steps=8, net_steps=8, hL=[0.5, 1.0, 1.9], taus=[1e-1], bad_hL=[2.2], curvature_every=4),
-    "full": dict(steps=40, net_steps=40, hL=[0.1, 0.5, 1.0, 1.9], taus=[1e-3, 1e-1], bad_hL=[2.05, 2.2, 2.5],
+    "quick": dict(seeds=[0], steps=8, net_steps=8, hL=[0.5, 1.0, 1.9], taus=[1e-1], bad_hL=[2.2], curvature_every=4),
+    "full": dict(seeds=[0, 1, 2, 3, 4], steps=40, net_steps=40, hL=[0.1, 0.5, 1.0, 1.9], taus=[1e-3, 1e-1], bad_hL=[2.05, 2.2, 2.5],
                  curvature_every=1),
 }
 LS_ARGS = dict(m=40, n=30, r=4, L=1.0, kappa=10.0, eta=0.2, gamma=0.1, T=1.0, seed=0)
@@ -54,17 +54,20 @@ def _record(run, keep_steps: bool) -> dict:
 def run(preset: str = "full", backend: str = "numpy") -> dict:
     cfg = CONFIG[preset]
     t_start = time.perf_counter()
-    out = {"preset": preset, "config": cfg, "seeds": [0], "problems": {}}
+    out = {"preset": preset, "config": cfg, "seeds": cfg["seeds"], "problems": {}}
 
     # ---------------------------------------------------------------- least squares
-    P = least_squares(**LS_ARGS)
-    L = P.lipschitz
-    ls = {"args": LS_ARGS, "L": L, "epsilon": P.epsilon(), "runs": []}
-    for hL in cfg["hL"] + cfg["bad_hL"]:
-        for tau in cfg["taus"]:
-            rec = _record(descent_check(P, hL / L, cfg["steps"], L, tau=tau), keep_steps=True)
-            rec.update(tau=tau, negative_control=hL > 2)
-            ls["runs"].append(rec)
+    ls = None
+    for seed in cfg["seeds"]:  # per-step data kept for the first seed (the plot), summaries for all
+        P = least_squares(**dict(LS_ARGS, seed=seed))
+        L = P.lipschitz
+        if ls is None:
+            ls = {"args": LS_ARGS, "L": L, "epsilon": P.epsilon(), "seeds": cfg["seeds"], "runs": []}
+        for hL in cfg["hL"] + cfg["bad_hL"]:
+            for tau in cfg["taus"]:
+                rec = _record(descent_check(P, hL / L, cfg["steps"], L, tau=tau), keep_steps=seed == cfg["seeds"][0])
+                rec.update(tau=tau, seed=seed, negative_control=hL > 2)
+                ls["runs"].append(rec)
     out["problems"]["least_squares"] = ls
 
     # isotropic curvature: the inequality itself fails for h > 2/L
@@ -105,8 +108,8 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
                "ascents_h_gt_2_over_L": [r["ascents"] for r in p["runs"] if r["negative_control"]],
                "ascents_h_le_2_over_L": [r["ascents"] for r in p["runs"] if not r["negative_control"]]}
         for name, p in out["problems"].items()}
-    out["budget"] = (f"{cfg['steps']} steps per least-squares run, {cfg['net_steps']} per network run; "
-                     f"h·L in {cfg['hL']} (+ controls {cfg['bad_hL']}); tau in {cfg['taus']}; float64, 1 seed")
+    out["budget"] = (f"{cfg['steps']} steps per least-squares run (seeds {cfg['seeds']}), {cfg['net_steps']} per "
+                     f"network run (seed 0); h·L in {cfg['hL']} (+ controls {cfg['bad_hL']}); tau in {cfg['taus']}; float64")
     out["wall_s"] = time.perf_counter() - t_start
     return out
 
@@ -118,7 +121,7 @@ def plot(data: dict, out_dir):
     for ax, key, title in ((axes[0], "least_squares", "least squares"), (axes[1], "teacher_student", "teacher–student MLP")):
         p = probs[key]
         tau = max(r["tau"] for r in p["runs"])
-        for i, r in enumerate(x for x in p["runs"] if x["tau"] == tau):
+        for i, r in enumerate(x for x in p["runs"] if x["tau"] == tau and "per_step" in x):
             ps = r["per_step"]
             n = np.arange(0, len(ps["loss1"]) + 1)
             ls = "--" if r["negative_control"] else "-"

@@ -116,7 +116,7 @@ class DescentRun:
                     min_slack=min(s.slack for s in self.steps),
                     max_dist=max(s.dist for s in self.steps), max_dist_minus_theta=max(s.dist - s.theta for s in self.steps),
                     loss_first=self.losses[0], loss_last=self.losses[-1],
-                    ascents=int(sum(s.loss1 > s.loss0 for s in self.steps)),
+                    ascents=int(sum(s.loss1 > s.loss0 + tol for s, tol in zip(self.steps, self.tolerances))),
                     max_rank=max(s.rank for s in self.steps))
 
 
@@ -186,15 +186,31 @@ def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def fit_bound(eps: Sequence[float], h: Sequence[float], theta: Sequence[float], err: Sequence[float]) -> dict:
-    """Fit err ≈ c1 ε + c2 h + c3 ϑ/h with c_i ≥ 0, in relative terms (NNLS on rows divided by err).
+    """Constants c_i ≥ 0 of the bound err ≤ c1 ε + c2 h + c3 ϑ/h from measured errors.
 
-    Returns c1, c2, c3 and the range of err / model over the data (how tightly the shape fits).
+    Two fits over the points with a finite, positive error:
+
+    * ``envelope``: the bound as an upper bound — minimise Σ model_i / err_i subject to
+      model_i ≥ err_i for every point (a linear programme, HiGHS);
+    * ``relative``: least squares of model_i / err_i − 1 with c ≥ 0 (NNLS).
+
+    For each, the constants and the range of err / model (≤ 1 everywhere for the envelope;
+    its median says how tight the bound is).
     """
+    from scipy.optimize import linprog
+
     eps, h, theta, err = (np.asarray(v, float) for v in (eps, h, theta, err))
     ok = np.isfinite(err) & (err > 0)
-    M = np.stack([eps, h, theta / h], axis=1)[ok] / err[ok, None]  # (k, 3)
-    c, _ = nnls(M, np.ones(ok.sum()))
-    model = np.stack([eps, h, theta / h], axis=1)[ok] @ c
-    ratio = err[ok] / model
-    return dict(c1=float(c[0]), c2=float(c[1]), c3=float(c[2]), points=int(ok.sum()),
-                ratio_min=float(ratio.min()), ratio_max=float(ratio.max()))
+    X = np.stack([eps, h, theta / h], axis=1)[ok]  # (k, 3): the three terms per point
+    e = err[ok]
+    out = {"points": int(ok.sum())}
+    c_rel, _ = nnls(X / e[:, None], np.ones(e.size))
+    lp = linprog(c=(X / e[:, None]).sum(axis=0), A_ub=-X, b_ub=-e, bounds=[(0, None)] * 3, method="highs")
+    for name, c in (("relative", c_rel), ("envelope", lp.x if lp.success else None)):
+        if c is None:
+            out[name] = None
+            continue
+        ratio = e / (X @ c)
+        out[name] = dict(c1=float(c[0]), c2=float(c[1]), c3=float(c[2]), ratio_min=float(ratio.min()),
+                         ratio_median=float(np.median(ratio)), ratio_max=float(ratio.max()))
+    return out
