@@ -287,9 +287,11 @@ def test_teacher_student_ranks_settle_near_the_teachers():
     and τ — e.g. 15 → [12, 12] at τ = 0.2, → [7, 7] at τ = 0.3, for r* = 3 and
     r* = 6 alike — because an augmented direction is O(h) against a flat O(1)
     spectrum and the relative tolerance removes it; from rank 2 they never
-    grow.) τ = 0.2, Adam 1e-2, 4 epochs; measured final ranks [3, 4] for r* = 3
-    and [4, 5] for r* = 6 (with the augmented basis [U0 | Ũ]; [4, 5] and [5, 6]
-    with the basis of [K1 | U0] — Adam's S-step depends on the basis).
+    grow.) τ = 0.2, Adam 1e-2, 4 epochs; measured final ranks [4, 5] for r* = 3
+    and [5, 6] for r* = 6 with Adam's default state policy "transport"
+    (per-coordinate bias correction; test accuracy 0.815 / 0.765), [3, 4] and
+    [4, 5] with "transport-shared-t" (one step count per factor, the rule before
+    issue 11; 0.805 / 0.62) — Adam's S-step depends on the basis and its state.
     """
     from dlrt_ref.train.loop import fit
     from dlrt_ref.train.optim import make_optimizer
