@@ -134,7 +134,8 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-DIVERGENCE_FACTOR = 100.0  # a step loss above this many times the run's first loss counts as divergence
+DIVERGENCE_FACTOR = 100.0  # a mean step loss above this many times the run's first loss counts as divergence
+DIVERGENCE_WINDOW = 10  # ... the mean over this many last steps (fewer at the start: padded with the first loss)
 STALE_PREFIXES = (f".{CHECKPOINT_NAME}.", ".results.json.", ".config.json.")  # atomic_write's temporary names
 
 
@@ -217,11 +218,13 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
     log : callable, optional
         ``log(line)``; default: print to stderr.
     divergence_factor : float or None
-        The run counts as diverged when a step's loss exceeds this factor times
-        the loss of the run's first step (default :data:`DIVERGENCE_FACTOR` = 100;
-        for 10 classes the first loss is about ln 10 = 2.3, so the threshold is
-        about 230, a loss no converging run reaches). ``None`` or 0: only
-        non-finite values count.
+        The run counts as diverged when the mean loss of the last
+        :data:`DIVERGENCE_WINDOW` = 10 steps (padded with the first loss during
+        the first 9 steps) exceeds this factor times the loss of the run's first
+        step (default :data:`DIVERGENCE_FACTOR` = 100; for 10 classes the first
+        loss is about ln 10 = 2.3, so the threshold is a mean of about 230, which
+        no converging run reaches; one spiking batch must exceed about 2300 to
+        count). ``None`` or 0: only non-finite values count.
 
     Returns
     -------
@@ -300,9 +303,12 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
                     raise DivergenceError(f"non-finite values in {bad} after the step")
                 if reference is None:
                     reference = loss
-                if divergence_factor and loss > divergence_factor * max(reference, 1e-12):
-                    raise DivergenceError(f"loss {loss:.4g} is more than {divergence_factor:g} times the first "
-                                          f"loss {reference:.4g} (a smaller learning rate may help)")
+                recent = [s["loss"] for s in history.steps[-(DIVERGENCE_WINDOW - 1):]] + [loss]
+                level = (sum(recent) + reference * (DIVERGENCE_WINDOW - len(recent))) / DIVERGENCE_WINDOW
+                if divergence_factor and level > divergence_factor * max(reference, 1e-12):
+                    raise DivergenceError(f"loss {loss:.4g} (mean of the last {DIVERGENCE_WINDOW} steps {level:.4g}) "
+                                          f"is more than {divergence_factor:g} times the first loss {reference:.4g} "
+                                          "(a smaller learning rate may help)")
                 history.steps.append({"step": trainer.steps, "epoch": epoch + 1, "loss": loss,
                                       "ranks": list(info.ranks), "passes": int(info.passes), "ms": ms,
                                       "tails": [float(t) for t in getattr(info, "tails", [])]})
