@@ -18,7 +18,8 @@ E. error vs measured ε (γ from 1e-4 to 1e-1) at small h: fixed-rank methods fo
 F. σ_r(Y0) from 1e-1 down to 1e-10 (γ = 1e-3) at h = T/100: ra-bug, bug, ksl,
    parallel stay flat; explicit Euler on the factor ODEs (``naive``, [KL07]) blows
    up; gradient descent on the factors of W = UVᵀ (balanced start U = U0 S0^½,
-   V = V0 S0^½) is shown for contrast.
+   V = V0 S0^½) is shown for contrast. The same sweep on the network is in the JSON
+   (``F_ls_sigma.network``), not drawn.
 
 .. [SZ22] S. Schotthöfer et al., "Low-rank lottery tickets", NeurIPS 2022 (arXiv:2205.13571).
 .. [KL07] O. Koch, C. Lubich, SIAM J. Matrix Anal. Appl. 29, 434–454, 2007.
@@ -43,11 +44,11 @@ NET_ARGS = dict(d=24, k=16, o=4, n_samples=128, r=4, teacher_rank=4, nu=0.0, T=4
 CONFIG = {
     "quick": dict(seeds=[0], steps_a=[20, 40, 80], steps_net=[20, 40, 80], steps_c=[10, 40, 160],
                   thetas_c=[1e-4], steps_d=[40], thetas_d=[1e-6, 1e-4, 1e-2], gammas_e=[1e-3, 1e-2, 1e-1],
-                  steps_e=160, sigmas_f=[1e-1, 1e-4, 1e-10], steps_f=100),
+                  steps_e=160, sigmas_f=[1e-1, 1e-4, 1e-10], steps_f=100, steps_f_net=40),
     "full": dict(seeds=[0, 1, 2], steps_a=[10, 20, 40, 80, 160, 320, 640], steps_net=[20, 40, 80, 160, 320, 640],
                  steps_c=[10, 20, 40, 80, 160, 320, 640, 1280, 2560], thetas_c=[1e-5, 1e-4, 1e-3],
                  steps_d=[40, 320], thetas_d=list(np.logspace(-8, -1, 15)), gammas_e=list(np.logspace(-4, -1, 7)),
-                 steps_e=640, sigmas_f=[10.0 ** -k for k in range(1, 11)], steps_f=100),
+                 steps_e=640, sigmas_f=[10.0 ** -k for k in range(1, 11)], steps_f=100, steps_f_net=40),
 }
 
 
@@ -198,6 +199,16 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
         return float(np.nanmax(a) / a[0]) if np.all(np.isfinite(a)) else None  # None: a run diverged
 
     F["growth_max_over_first"] = {m: growth(v) for m, v in F["errors"].items()}
+    # the same sweep on the network (σ_r of the student's start), h = T/steps_f_net
+    F["network"] = {"sigma_min": cfg["sigmas_f"], "steps": cfg["steps_f_net"], "h": NET_ARGS["T"] / cfg["steps_f_net"],
+                    "errors": {m: [] for m in ("ra-bug", "bug", "naive", "vanilla UV")}, "epsilon": []}
+    for s in cfg["sigmas_f"]:
+        Ns = teacher_student(**dict(NET_ARGS, sigma_min=s))
+        F["network"]["epsilon"].append(Ns.epsilon())
+        for m in ("ra-bug", "bug", "naive"):
+            F["network"]["errors"][m].append(run_error(Ns, m, cfg["steps_f_net"], theta=1e-6)[0])
+        F["network"]["errors"]["vanilla UV"].append(vanilla_uv(Ns, cfg["steps_f_net"]))
+    F["network"]["growth_max_over_first"] = {m: growth(v) for m, v in F["network"]["errors"].items()}
     out["F_ls_sigma"] = F
     out["wall_s_panels"]["F"] = time.perf_counter() - t0
 
