@@ -51,6 +51,7 @@ References
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable, Optional
 
@@ -60,7 +61,7 @@ from dlrt_ref.operators import as_operator
 from dlrt_ref.substeps import Request, SubFlow, drive, euler, get_substep
 
 __all__ = [
-    "Request", "drive", "StepResult", "Increments", "k_flow", "l_flow", "s_flow", "augment", "truncate_core",
+    "Request", "drive", "StepResult", "Increments", "k_flow", "l_flow", "s_flow", "augment", "truncate_core", "step_scaled_rule",
     "ksl_stages", "lsk_stages", "strang_stages", "bug_stages", "ra_bug_stages", "parallel_bug_stages",
     "naive_stages", "STAGES", "run_stages",
     "ksl_step", "lsk_step", "strang_step", "bug_step", "ra_bug_step", "parallel_bug_step",
@@ -186,6 +187,34 @@ def truncate_core(U_hat, S_hat, V_hat, **rule) -> tuple[LowRankMatrix, Truncatio
     return LowRankMatrix(U_hat @ tr.P, tr.S, V_hat @ tr.Q), tr
 
 
+def step_scaled_rule(rule: dict, h, *update_blocks) -> dict:
+    r"""Resolve the step-scaled tolerance ``c_step=c`` into an absolute ϑ = c·h·‖Ŷ1 − Y0‖_F.
+
+    Derivation. The DLRT error bound ([SZ22] Thm. 1, of the form of [CKL22]'s) is
+    ‖W(t_n) − Y_n‖ ≤ c1 ε + c2 h + c3 ϑ/h for t_n ≤ T: each step may discard up to ϑ
+    and T/h steps add up. A fixed ϑ spoils the O(h) of the time stepping as h → 0, and
+    ϑ = τ‖Ŝ‖ (DLRT's relative rule) is O(‖Y‖), so its ϑ/h grows like 1/h. The
+    step's own update, Ŷ1 − Y0 = Û(Ŝ1 − S̃0)V̂^*, has norm ‖Ŝ1 − S̃0‖_F = O(h‖F‖)
+    (Euler: h‖Û^*F V̂‖). Choosing ϑ = c·h·‖Ŝ1 − S̃0‖_F = O(h²) gives ϑ/h = O(h),
+    the order of the time-stepping error, and lets ϑ follow the field's size along the
+    run. Seen from one step: a new direction (singular value O(h)) is kept when it
+    exceeds the fraction c·h of the update, and an old one is dropped only once it has
+    become that small. ``update_blocks`` are the blocks of Ŝ1 − S̃0 (their norms are
+    combined), so nothing is computed when the rule is not used.
+    """
+    out = dict(rule)
+    c = out.pop("c_step", None)
+    if c is None:
+        return out
+    if not (math.isfinite(c) and c >= 0):
+        raise ValueError(f"c_step must be finite and >= 0, got {c}")
+    if any(out.get(k) is not None for k in ("theta", "tau", "rank")):
+        raise ValueError("c_step (the step-scaled tolerance) replaces theta/tau/rank: give only one of them")
+    dY = math.sqrt(sum(float(array_module(B).linalg.norm(B)) ** 2 for B in update_blocks))  # one host sync per block
+    out["theta"] = float(c) * abs(float(h)) * dY
+    return out
+
+
 def _orth_and_coeff(K, ortho):
     """K = U R with orthonormal U: returns U and R = U^* K (works for any orthonormaliser)."""
     U = orthonormalise(K, ortho)
@@ -260,7 +289,8 @@ def ra_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", 
        Since Û S̃0 V̂^* = Y0, its field at t0 is the one already computed:
        one field evaluation per step with Euler sub-steps.
     4. Truncate Ŝ1 by SVD: ``rule`` is passed to :func:`~dlrt_ref.lowrank.truncate`
-       (``theta`` | ``tau`` | ``rank``, ``r_min``, ``r_max``, ``compat_2022``).
+       (``theta`` | ``tau`` | ``rank`` | ``c_step``, ``r_min``, ``r_max``, ``compat_2022``);
+       ``c_step``: ϑ = c·h·‖Ŝ1 − S̃0‖_F (:func:`step_scaled_rule`).
     """
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
     F0 = yield Request(t=t0, Y=Y0, flows={"K", "L", "S"})
@@ -270,7 +300,7 @@ def ra_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", 
     V_hat, N_hat = augment(L1, V0, ortho)  # (n, l̂), (l̂, r)
     S_tilde0 = M_hat @ S0 @ _H(N_hat)  # (k̂, r)(r, r)(r, l̂) -> (k̂, l̂)
     S_hat1 = yield from substep(flow=s_flow(U_hat, V_hat, F0, lin), t0=t0, y0=S_tilde0, h=h)
-    Y1, tr = truncate_core(U_hat, S_hat1, V_hat, **rule)
+    Y1, tr = truncate_core(U_hat, S_hat1, V_hat, **step_scaled_rule(rule, h, S_hat1 - S_tilde0))
     return StepResult(Y1, truncation=tr)
 
 
@@ -301,6 +331,8 @@ def parallel_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="househol
     S_hat1 = xp.concatenate([top, bottom], axis=0)  # (r + k, r + l)
     U_hat = xp.concatenate([U0, U_tilde], axis=1)
     V_hat = xp.concatenate([V0, V_tilde], axis=1)
+    # Ŝ1 − S̃0 with S̃0 = [[S0, 0], [0, 0]]: blocks S̄1 − S0, L1^*Ṽ, Ũ^*K1
+    rule = step_scaled_rule(rule, h, S_bar1 - S0, top[:, S0.shape[1]:], bottom[:, : S0.shape[1]])
     Y1, tr = truncate_core(U_hat, S_hat1, V_hat, **rule)
     return StepResult(Y1, truncation=tr)
 
@@ -443,9 +475,9 @@ def integrate(field, Y0: LowRankMatrix, t0: float, T: float, n_steps: int, metho
         raise ValueError(f"unknown integrator {method!r}; expected one of {sorted(INTEGRATORS)}")
     if n_steps < 1:
         raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-    if method not in ADAPTIVE and any(k in options for k in ("theta", "tau", "rank", "r_min", "r_max")):
+    if method not in ADAPTIVE and any(k in options for k in ("theta", "tau", "rank", "c_step", "r_min", "r_max")):
         raise ValueError(f"integrator {method!r} has fixed rank; truncation options are for {sorted(ADAPTIVE)}")
-    if method in ADAPTIVE and all(options.get(k) is None for k in ("theta", "tau", "rank")):
+    if method in ADAPTIVE and all(options.get(k) is None for k in ("theta", "tau", "rank", "c_step")):
         options = dict(options, rank=Y0.rank)  # no tolerance given: keep the rank fixed
     step = INTEGRATORS[method]
     h = (T - t0) / n_steps

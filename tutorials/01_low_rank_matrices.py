@@ -150,7 +150,12 @@ savefig(fig, "01_singular_values")
 # $$ P(Y)Z = UU^\top Z - UU^\top Z VV^\top + Z VV^\top . $$
 #
 # It needs only $U$ and $V$. Dynamical low-rank approximation replaces $\dot A = F(A)$ by
-# $\dot Y = P(Y)F(Y)$: the best we can do while staying on $\mathcal M_r$.
+# $\dot Y = P(Y)F(Y)$. This is optimal *instant by instant*: $P(Y)F(Y)$ is the tangent vector
+# closest to $F(Y)$ (the Dirac–Frenkel time-dependent variational principle, Koch & Lubich 2007; the last
+# two lines below show it). It is not optimal along the trajectory: $Y(t)$ is in general *not* the
+# best rank-$r$ approximation $\mathcal T_r(A(t))$ of the exact solution; Koch & Lubich 2007
+# bound the distance by the best-approximation error times constants that grow with time
+# and with $1/\sigma_r$.
 
 # %%
 Y = LowRankMatrix(U, S, V)
@@ -163,6 +168,8 @@ print("P self-adjoint:   <PZ, W> - <Z, PW> =", np.sum(PZ * W) - np.sum(Z * tange
 print("P(Y) Y = Y:       ||P(Y)Y - Y||_F =", np.linalg.norm(tangent_project(Y, Yd) - Yd))
 print("rank of P(Y)Z:", np.linalg.matrix_rank(PZ), "<= 2r =", 2 * r)
 print("normal part ⟂ tangent part: <Z - PZ, PZ> =", np.sum((Z - PZ) * PZ))
+T_other = tangent_project(Y, rng.standard_normal((m, n)))  # another tangent vector
+print("closest tangent vector: ||Z - PZ||_F =", np.linalg.norm(Z - PZ), "<= ||Z - T||_F =", np.linalg.norm(Z - T_other))
 
 # %% [markdown]
 # A tangent vector built from $\delta U, \delta S, \delta V$ with the gauge conditions is

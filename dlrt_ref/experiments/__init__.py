@@ -47,6 +47,8 @@ EXPERIMENTS = {
                       "[P] train s/batch and predict time vs rank, 784-5120x4-10, against dense"),
     "timings_thesis": ("dlrt_ref.experiments.timings_thesis",
                        "[T] fwd / pass / step time vs layer-wise cr, 784-500-300-100-10, 70k batch"),
+    "rank_dynamics": ("dlrt_ref.experiments.rank_dynamics",
+                      "ra-bug ranks vs a teacher's known ranks (relative/absolute/step tolerance) and on MNIST vs init"),
     "dlrt_descent": ("dlrt_ref.experiments.dlrt_descent",
                      "[P] Thm. 2 descent inequality at every step (least squares, teacher-student MLP); h > 2/L controls"),
     "dlrt_approximation": ("dlrt_ref.experiments.dlrt_approximation",

@@ -34,14 +34,18 @@ The *shape* of the spectrum is set by ``spectrum``:
   factor B has singular values down to ≈ 0, so this spectrum spans several
   decades (s_0/s_{r-1} ≈ 10³–10⁴ for r = 250), unlike the two shapes above.
 
-The shape matters for rank-adaptive training: τ is *relative*, so the rank at
-which truncation stops removing initial directions depends only on the shape.
-For a nearly flat spectrum of r values, dropping one costs about ‖σ‖²/r, so at
-τ = 0.1 truncation stops near r ≈ 1/τ² = 100 (measured: the 784-500-…-10 MLP
-settles at ranks ≈ 80 with "linear"). With "halfnormal" it stops near 50 for
-r = 250 and keeps small layers (LeNet5's convolutions, r = 10 and 25) near their
-caps, where the learned directions then decide (simulated truncation of the
-initial spectra; training measurements in the closing notes of issue 4).
+The shape decides the ranks of rank-adaptive training with the published relative
+tolerance: τ is *relative*, so the rank at which truncation stops removing initial
+directions depends only on the shape, and the directions that training adds are
+O(h) — far below ϑ = τ‖Ŝ‖ — so nothing is added afterwards. Truncating the
+*initial* S alone, again and again (:func:`dlrt_ref.experiments.rank_dynamics.predicted_ranks`),
+gives the ranks that training ends at. For a flat spectrum of r values dropping one
+costs ‖σ‖²/r, so truncation stops at r ≈ 1/τ² = 100 for τ = 0.1 (computed: 99 for
+the 784-500-500-10 MLP at r = 250 with a flat S); "linear" stops at 82, the default
+"halfnormal" at 51–65 (10 seeds, both layers), "gaussian-product" at 51–52; small
+layers (LeNet5's convolutions, r = 10 and 25) stay near their caps. Measured against
+training and against a teacher with known ranks in ``experiments/rank_dynamics.py``
+(figures/rank_dynamics.png; tests/test_rank_dynamics.py).
 
 The *scale* is chosen so that
 
@@ -55,16 +59,17 @@ the expected Frobenius norm of the dense initialisation above. For an input
 :math:`\mathbb E\|U S V^T x\|^2 = \tfrac{1}{n_\text{in}}\sum_k s_k^2 \|x\|^2
 = \mathbb E\|W_\text{dense} x\|^2`, so the forward signal is preserved exactly as
 with He (ReLU) or Glorot (tanh) initialisation, whatever the rank. For ReLU and
-r = 20 in a 500×500 layer this gives :math:`s_k \approx 9.1 \dots 4.8`; the
-thesis's unit-scale init (:math:`S = I`) instead shrinks the signal by
-:math:`\sqrt{r/(2 n_\text{in})} \approx 0.14` per layer, so a 5-layer network's
-logits start ~1e-4 times smaller and SGD sits near chance for most of the first
-epoch (Zangrando 2022, Schotthöfer et al. 2022 use that init).
-
-Measured (MNIST, 784-500-500-500-500-10 ReLU, ranks 20,20,20,20 + dense
-classifier, SGD lr 0.05, batch 128, one fixed-rank BUG-type step per batch that
-uses only ``grad_K``/``grad_L``/``grad_op``): test accuracy 0.46 after 0.1 epoch
-and 0.86 after one epoch with this init; 0.11 throughout epoch 1 with S = I.
+r = 20 in a 500×500 layer this gives :math:`s_0 \dots s_{19} \approx 9.1 \dots 4.8`
+with ``"linear"`` and medians :math:`\approx 12.6 \dots 3.6` with the default
+``"halfnormal"`` (over seeds; tests/test_rank_dynamics.py). A unit-scale
+:math:`S = I` would instead shrink the signal by
+:math:`\sqrt{r/(2 n_\text{out})} \approx 0.14` per such layer. Neither published
+code starts from :math:`S = I`: the thesis code (Zangrando 2022) draws r sorted
+|N(0, 1)| values at unit scale, and the paper's TensorFlow code (Schotthöfer et
+al. 2022) draws U, S, Vᵀ entrywise from N(0, 0.05²) (the ``"gaussian-product"``
+shape above). Measured effect of the initial spectrum on training (LeNet5 at rank
+20, SGD): REPRODUCTION.md §6 (``dlrt_vs_uv``: S = I trails the He-scaled default,
+74.6 vs 90.3 % after 470 steps).
 
 Decay option
 ------------

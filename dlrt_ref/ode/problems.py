@@ -7,7 +7,7 @@ seeded (host NumPy ``default_rng(seed)``):
 
 ``toy``          A(t) = e^{tW1} e^t D e^{tW2}, given through its increments ([LO14] Sec. 5, [CL22] Sec. 5.1).
 ``sylvester``    Ẏ = A Y + Y B + εC with prescribed σ_r(Y0) ([KLW16]; exact flow).
-``schrodinger``  iẎ = ½(DY + YDᵀ) + V_cos Y V_cos ([CKL22] Sec. 5.2); see :mod:`.schrodinger`.
+``schrodinger``  iẎ = ½(DY + YDᵀ) + V_cos Y V_cos ([CKL22] Sec. 6.1, Eq. (23)); see :mod:`.schrodinger`.
 ``lsq``          gradient flow of ½‖M W − B‖²_F, an L-smooth loss ([SZ22], DLRT descent).
 
 ``PROBLEMS`` maps these names to their constructors.
@@ -286,7 +286,7 @@ def lsq(m: int = 60, n: int = 40, r: int = 5, seed: int = 0, T: float = 5.0, p: 
 
 
 def schrodinger(N: int = 100, r: int = 10, seed: int = 0, T: float = 5.0, complex_factors: bool = False) -> Problem:
-    """The discrete Schrödinger problem of [CKL22] Sec. 5.2; see :func:`dlrt_ref.ode.schrodinger.schrodinger`."""
+    """The discrete Schrödinger problem of [CKL22] Sec. 6.1, Eq. (23); see :func:`dlrt_ref.ode.schrodinger.schrodinger`."""
     from dlrt_ref.ode.schrodinger import schrodinger as _make
 
     return _make(N=N, r=r, seed=seed, T=T, complex_factors=complex_factors)

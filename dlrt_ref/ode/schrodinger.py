@@ -1,4 +1,4 @@
-"""The discrete Schrödinger equation of [CKL22] Sec. 5.2, in factored form.
+"""The discrete Schrödinger equation of [CKL22] Sec. 6.1, Eq. (23), in factored form.
 
 .. math::
 
@@ -128,7 +128,7 @@ class SchrodingerField:
 
 
 def schrodinger(N: int = 100, r: int = 10, seed: int = 0, T: float = 5.0, complex_factors: bool = False):
-    """The [CKL22] Sec. 5.2 problem: Y0 = U0 S0 V0^*, S0 = diag(10^{-i})_{i=1..r} / ‖·‖_F.
+    """The [CKL22] Sec. 6.1, Eq. (23) problem: Y0 = U0 S0 V0^*, S0 = diag(10^{-i})_{i=1..r} / ‖·‖_F.
 
     U0, V0 are random orthonormal N×r (complex if ``complex_factors``),
     so ‖Y0‖_F = 1 and Y0 has rank r. The exact solution leaves the rank-r

@@ -45,6 +45,7 @@ DEFAULTS = {
     "ortho": "cholqr2",  # orthonormalisation of K, L: CholeskyQR2 (GEMM-based, ~3x faster ra-bug steps at width 5120, same results to round-off; falls back to Householder when ill-conditioned)
     "lr": 1e-3,
     "tau": 0.1,  # rank-adaptive methods only
+    "tol_rule": "relative",  # ϑ = τ‖Ŝ‖ as published; "absolute"/"step" need --theta (measured: experiments/rank_dynamics.py)
     "initial_rank_adaptive": "r_max",  # ra-bug/parallel start at r_max = ⌊min(m, n)/2⌋ (or --r-max)
     "initial_rank_fixed": 20,  # bug/ksl/uv: the (fixed) rank
     "r_min": 2,
@@ -70,7 +71,7 @@ LENET5_SHAPES = [(20, 25), (50, 500), (500, 800), (10, 500)]  # (n_out, n_in) of
 # options that define a run; with --resume they come from the checkpoint
 RUN_OPTIONS = ("model", "widths", "method", "tau", "rank", "r_min", "r_max", "optimizer", "lr", "batch_size",
                "backend", "dtype", "seed", "subset", "test_subset", "validation", "compat_2022_truncation", "ortho",
-               "dense_last", "init_spectrum", "state_policy")
+               "dense_last", "init_spectrum", "state_policy", "tol_rule", "theta")
 
 
 def add_arguments(p) -> None:
@@ -80,6 +81,9 @@ def add_arguments(p) -> None:
     a("--widths", help=f"MLP widths, comma separated (default {DEFAULTS['widths']['mlp']})")
     a("--method", choices=METHODS, help=f"training method (default {DEFAULTS['method']})")
     a("--tau", type=float, help=f"relative truncation tolerance, ra-bug/parallel (default {DEFAULTS['tau']})")
+    a("--tol-rule", choices=("relative", "absolute", "step"), help="truncation rule: ϑ = τ‖Ŝ‖ (relative), ϑ = theta "
+      f"(absolute), ϑ = theta·h·‖Ŝ1 − S̃0‖ (step); default {DEFAULTS['tol_rule']}")
+    a("--theta", type=float, help="ϑ of --tol-rule absolute, or the constant c of --tol-rule step")
     a("--rank", type=int, help="initial rank of every low-rank layer (the fixed rank for bug/ksl/uv), capped at "
       "min(m, n); default r_max for ra-bug/parallel, "
       f"{DEFAULTS['initial_rank_fixed']} otherwise")
@@ -171,6 +175,8 @@ def resolve(args) -> dict:
         saved.setdefault("ortho", "householder")  # checkpoints from before --ortho used Householder QR
         saved.setdefault("init_spectrum", "halfnormal")  # and the half-normal initial spectrum
         saved.setdefault("state_policy", "transport-shared-t")  # and one Adam step count per factor
+        saved.setdefault("tol_rule", "relative")  # and the relative tolerance
+        saved.setdefault("theta", None)
         for k, v in given.items():
             if v != saved.get(k):
                 raise _usage(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {saved.get(k)}; "
@@ -179,7 +185,7 @@ def resolve(args) -> dict:
     else:
         run = {k: given.get(k) for k in RUN_OPTIONS}
         for k in ("model", "method", "optimizer", "ortho", "lr", "batch_size", "backend", "dtype", "seed", "validation",
-                  "r_min", "init_spectrum", "state_policy"):
+                  "r_min", "init_spectrum", "state_policy", "tol_rule"):
             if run[k] is None:
                 run[k] = DEFAULTS[k]
         if run["model"] == "mlp" and run["widths"] is None:
@@ -202,6 +208,10 @@ def _check(run) -> None:
     adaptive = run["method"] in ADAPTIVE_METHODS
     if run["tau"] is not None and not adaptive:
         raise _usage(f"--tau applies to {'/'.join(ADAPTIVE_METHODS)}, not to --method {run['method']}")
+    if run["tol_rule"] != "relative" and not (adaptive and run["theta"] is not None):
+        raise _usage(f"--tol-rule {run['tol_rule']} needs --method {'/'.join(ADAPTIVE_METHODS)} and --theta")
+    if run["theta"] is not None and not (run["tol_rule"] != "relative" and math.isfinite(run["theta"]) and run["theta"] >= 0):
+        raise _usage(f"--theta (a finite number >= 0) applies to --tol-rule absolute/step, got {run['theta']}")
     if run["compat_2022_truncation"] and not adaptive:
         raise _usage(f"--compat-2022-truncation applies to {'/'.join(ADAPTIVE_METHODS)} only")
     if run["tau"] is not None and not (math.isfinite(run["tau"]) and 0 <= run["tau"] < 1):
@@ -285,7 +295,7 @@ def build_trainer(run):
         return UVTrainer(net, opt)
     return DLRT(net, opt, method=run["method"], tau=run["tau"] if run["tau"] is not None else 0.0,
                 r_min=run["r_min"], r_max=run["r_max"], compat_2022_truncation=run["compat_2022_truncation"],
-                ortho=run["ortho"])
+                ortho=run["ortho"], tol_rule=run["tol_rule"], theta=run["theta"])
 
 
 def mnist_path(data_dir):
