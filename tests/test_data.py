@@ -478,3 +478,32 @@ def test_teacher_student_errors():
         teacher_student(10, 10, [10, 3], 1, activation="gelu")
     with pytest.raises(ValueError, match="n_classes >= 2"):
         teacher_student(10, 10, [10, 1], 1)
+
+
+def test_data_dir_and_environment_variable(tmp_path, monkeypatch, capsys):
+    """--data-dir / $DLRT_REF_DATA_DIR: MNIST from DIR or DIR/mnist (checksum-verified); otherwise the shipped copy."""
+    import shutil
+
+    from dlrt_ref import data as D
+    from dlrt_ref.cli import main
+
+    mn = tmp_path / "root" / "mnist"
+    mn.mkdir(parents=True)
+    for p in D.SHIPPED_DIR.glob("*.gz"):
+        shutil.copy(p, mn / p.name)
+    assert D.mnist_folder(tmp_path / "root") == mn and D.mnist_folder(mn) == mn
+    assert D.mnist_folder(tmp_path) is None and D.fashion_folder(tmp_path / "root") is None
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "root"))
+    ds = D.load_mnist(subset=20, test_subset=10)
+    assert ds.info["source"] == str(mn) and ds.x_train.shape == (20, 784)
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "nothing-here"))
+    assert D.load_mnist(subset=20, test_subset=10).info["source"] == str(D.SHIPPED_DIR)
+    monkeypatch.delenv(D.DATA_DIR_ENV)
+    args = ["train", "--widths", "784,8,10", "--subset", "100", "--test-subset", "50", "--epochs", "1", "--json",
+            "--log-every", "0"]
+    assert main([*args, "--data-dir", str(tmp_path / "root")]) == 0
+    assert f"MNIST ({mn})" in capsys.readouterr().err
+    (mn / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b broken")
+    assert main([*args, "--data-dir", str(mn), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "t10k-labels-idx1-ubyte.gz" in err and D.MNIST_IDX_SHA256["t10k-labels-idx1-ubyte"] in err

@@ -138,3 +138,81 @@ def train_cli_args(argv):
     p = argparse.ArgumentParser()
     train_cli.add_arguments(p)
     return p.parse_args(argv)
+
+
+def test_evaluate_reports_without_training(capsys, tmp_path):
+    out = tmp_path / "run"
+    res = run_json(capsys, "--out", str(out), "--validation", "500")
+    before = (out / "checkpoint.npz").read_bytes()
+    assert main(["evaluate", str(out / "checkpoint.npz"), "--as-trained", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["test_acc"] == res["test_acc"] and ev["test_loss"] == res["test_loss"] and ev["ranks"] == res["ranks"]
+    assert ev["val_acc"] == res["val_acc"] and ev["test_images"] == 100
+    assert set(ev["cr"]) == set(res["cr"]) and ev["cr"]["cr_eval"] == res["cr_eval"]  # every definition, by name
+    assert (out / "checkpoint.npz").read_bytes() == before and ev["position"]["step"] == res["history"][0]["steps"]
+    assert main(["evaluate", str(out)]) == 0  # the folder works too; all 10000 test images by default
+    line = capsys.readouterr().out.strip()
+    assert "on 10000 images" in line and "%" in line and "cr_thesis_test" in line
+
+
+def test_start_and_final_lines(capsys, tmp_path):
+    assert main(["train", *TINY, "--log-every", "3", "--out", str(tmp_path / "r")]) == 0
+    cap = capsys.readouterr()
+    err = cap.err.splitlines()
+    assert err[0].startswith("train: mlp 784,32,32,10, ra-bug tau 0.1") and "300 train / 0 val / 100 test" in err[0]
+    assert "threads" in err[0] and str(tmp_path / "r") in err[0]
+    assert "(#1)" in err[1]  # progress from the first step
+    final = cap.out.strip()
+    res = json.loads((tmp_path / "r" / "results.json").read_text())["summary"]
+    assert f"test accuracy {100 * res['test_acc']:.2f} %" in final and f"{100 * res['cr_eval']:.1f} % (eval)" in final
+    assert main(["train", *TINY, "--out", str(tmp_path / "r"), "--overwrite", "--quiet"]) == 0  # explicit overwrite
+    assert capsys.readouterr().err == ""
+
+
+def test_version_and_help_are_plain(capsys):
+    from dlrt_ref import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"dlrt-ref {__version__}"
+    for cmd in ([], ["train"], ["evaluate"], ["figures"], ["ode"]):
+        assert main([*cmd, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert "usage:" in text
+        for markup in ("``", ":mod:", ":func:", ":class:", ":math:"):
+            assert markup not in text, (cmd, markup)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "dlrt-ref"), "--help"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("usage: dlrt-ref")
+
+
+BLAS_PROBE = """
+import ctypes, sys
+from dlrt_ref.cli import apply_threads
+print(apply_threads(sys.argv[1:])["threads"])
+import numpy
+for line in open("/proc/self/maps"):
+    path = line.split()[-1]
+    if "openblas" in path.lower() and ".so" in path:
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
+            if hasattr(lib, name):
+                print(getattr(lib, name)())
+                raise SystemExit(0)
+print("unknown")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_threads_reach_blas_before_numpy_loads():
+    p = subprocess.run([sys.executable, "-c", "import sys, dlrt_ref.cli; print('numpy' in sys.modules)"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == "False"  # the entry point can still set the thread variables
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    for n in ("1", "2"):
+        p = subprocess.run([sys.executable, "-c", BLAS_PROBE, "train", "--threads", n], capture_output=True, text=True,
+                           env=env, timeout=60)
+        requested, blas = p.stdout.split()
+        if blas == "unknown":
+            pytest.skip("NumPy is not linked to OpenBLAS here")
+        assert requested == n and blas == n
