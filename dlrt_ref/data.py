@@ -384,7 +384,8 @@ def load_fashion_mnist(flatten=True, dtype=np.float32, validation=0, seed=0, sub
     raise DataError(
         "Fashion-MNIST not found in " + " or ".join(map(str, folders)) + ". Get it with "
         "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or with network "
-        "`dlrt_ref.data.download_fashion_mnist()`, or pass path=<folder with the four IDX files>."
+        "`dlrt_ref.data.download_fashion_mnist()`, or put the four IDX files in DIR/fashion-mnist and pass "
+        "--data-dir DIR (figures) or path=<folder> (Python)."
     )
 
 

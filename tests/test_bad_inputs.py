@@ -198,6 +198,24 @@ def test_corrupt_data_names_file_and_checksum(world, capsys):
     assert MNIST_IDX_SHA256["train-images-idx3-ubyte"] in line
 
 
+def _fashion_installed() -> bool:
+    from dlrt_ref.data import DataError, load_fashion_mnist
+
+    try:
+        load_fashion_mnist(subset=10, test_subset=10)
+    except DataError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(_fashion_installed(), reason="Fashion-MNIST is installed here (the full finetune would run)")
+def test_figures_without_fashion_mnist(world, tmp_path, capsys):
+    assert main(["figures", "--preset", "full", "--only", "finetune", "--out", str(tmp_path / "fig")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "Fashion-MNIST not found" in err[0] and "--data-dir" in err[0]
+    _check_untouched(world)
+
+
 SUBPROCESS_CASES = [
     ("tau-above-1", ["train", "--tau", "1.5"], 2),
     ("resume-truncated", ["train", "--resume", "{bad_truncated}", "--epochs", "2"], 1),
