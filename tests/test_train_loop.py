@@ -168,3 +168,24 @@ def test_checkpoint_mismatch_is_refused(data, tmp_path):
 def test_history_roundtrip():
     h = History(steps=[{"step": 1, "loss": 0.5}], epochs=[], status="finished")
     assert History.from_dict(json.loads(json.dumps(h.to_dict()))) == h
+
+
+def test_nonfinite_parameter_stops_the_run(data, tmp_path):
+    """A step that leaves a NaN in a weight (loss still finite) stops the run; no checkpoint holds the NaN."""
+    from dlrt_ref.train.loop import DivergenceError
+
+    tr = _trainer("ra-bug")
+    step = tr.step
+
+    def poisoned(x, y):
+        info = step(x, y)
+        if tr.steps == 3:
+            tr.net.layers[0].params["b"] = tr.net.layers[0].params["b"].copy()
+            tr.net.layers[0].params["b"][1] = np.nan
+        return info
+
+    tr.step = poisoned
+    with pytest.raises(DivergenceError, match="non-finite values in layer 0 b after the step"):
+        fit(tr, data, epochs=1, batch_size=16, seed=0, log_every=0, out_dir=tmp_path, checkpoint_every=1, log=_quiet)
+    assert read_manifest(tmp_path / "checkpoint.npz")["position"]["step"] == 2
+    load_checkpoint(tmp_path / "checkpoint.npz", _trainer("ra-bug"))  # all finite (it checks)
