@@ -155,27 +155,28 @@ def s_flow(U, V, F0=None, lin=None, sign=1.0) -> SubFlow:
 
 
 def augment(K1, U0, ortho: str = "householder"):
-    """Augmented basis Û of span([K1 | U0]) and M̂ = Û^* U0 ([CKL22] Alg. 1, step 1).
+    """Augmented basis Û of span([U0 | K1]) and M̂ = Û^* U0 ([CKL22] Alg. 1, step 1), rank-revealing.
 
     span(Û) ⊇ span(U0), so Û M̂ = U0 and Û (M̂ S0 N̂^*) V̂^* = Y0 exactly.
-    Returns (Û (m×k̂), M̂ (k̂×r)) with k̂ = min(m, 2r).
+    Returns (Û (m×(r+k)), M̂ ((r+k)×r)) where k ≤ min(r, m − r) is the numerical
+    rank of the new directions (I − U0U0^*)K1.
 
-    The span is the paper's; the basis puts U0 first, Û = [U0 | Ũ] with Ũ an
-    orthonormal basis of the part of K1 orthogonal to U0 (as in [CKL24]). The
-    Galerkin S-step and the truncation do not depend on the basis of the span
-    (they are invariant under Û ↦ ÛQ), but a per-coordinate optimiser state
-    (Adam's second moment) does: with U0 first, the old coordinates stay
-    coordinates of the new core, M̂ = [I; 0], and the state of S maps exactly.
-
-    Ũ comes from :func:`orthonormalise_after` (``"householder"``: the trailing
-    columns of the Q factor of [U0 | K1]; ``"cholqr2"``: GEMMs only — a GEMM-based
-    QR of [U0 | K1] itself would always fall back, because the matrix is nearly
-    rank-deficient in DLRT, K1 = U0 S0 + O(h)). Then M̂ = [I; 0] exactly.
+    The span is the paper's up to round-off; the basis puts U0 first, Û = [U0 | Ũ],
+    with Ũ from :func:`~dlrt_ref.lowrank.orthonormalise_after`: an orthonormal basis
+    of only the *numerically independent* part of (I − U0U0^*)K1 (singular values
+    above a documented threshold), never arbitrary completion columns. So Û is
+    orthonormal to working precision for every input (a batch smaller than r, a
+    field with no new directions, 2r > m), and the ranks do not depend on
+    round-off. The Galerkin S-step and the truncation do not depend on the basis
+    of the span (they are invariant under Û ↦ ÛQ), but a per-coordinate
+    optimiser state (Adam's second moment) does: with U0 first, the old
+    coordinates stay coordinates of the new core, M̂ = [I; 0], and the state of S
+    maps exactly.
     """
     xp = array_module(K1, U0)
     r = U0.shape[1]
-    U_tilde = orthonormalise_after(U0, K1, ortho)  # (m, k̂ - r), ⟂ U0
-    U_hat = xp.concatenate([U0, U_tilde], axis=1)  # (m, k̂)
+    U_tilde = orthonormalise_after(U0, K1, ortho)  # (m, k), ⟂ U0, k ≤ r
+    U_hat = xp.concatenate([U0, U_tilde], axis=1)  # (m, r + k)
     M_hat = xp.concatenate([xp.eye(r, dtype=U0.dtype), xp.zeros((U_tilde.shape[1], r), dtype=U0.dtype)])  # [I; 0]
     return U_hat, M_hat
 
@@ -322,7 +323,7 @@ def parallel_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="househol
     K1 = yield from substep(flow=k_flow(V0, F0, lin), t0=t0, y0=U0 @ S0, h=h)  # (m, r)
     L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ _H(S0), h=h)  # (n, r)
     S_bar1 = yield from substep(flow=s_flow(U0, V0, F0, lin), t0=t0, y0=S0, h=h)  # (r, r)
-    # the trailing columns of orth([U0 | K1]): span(K1) ⊥ U0 (for "householder" exactly orth([U0 | K1])[:, r:])
+    # the numerically independent part of (I − U0U0^*)K1 (see augment): widths k, l ≤ r, possibly 0 or k ≠ l
     U_tilde = orthonormalise_after(U0, K1, ortho)  # (m, k)
     V_tilde = orthonormalise_after(V0, L1, ortho)  # (n, l)
     top = xp.concatenate([S_bar1, _H(L1) @ V_tilde], axis=1)  # (r, r + l)

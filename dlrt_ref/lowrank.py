@@ -24,6 +24,7 @@ __all__ = [
     "LowRankMatrix",
     "orthonormalise",
     "orthonormalise_after",
+    "augment_threshold",
     "ORTHONORMALISERS",
     "tangent_project",
     "truncate",
@@ -200,33 +201,72 @@ def orthonormalise(A, method: str = "householder"):
     return f(A)
 
 
-def orthonormalise_after(Q, A, method: str = "householder"):
-    """An orthonormal basis of the part of span(A) orthogonal to span(Q), for orthonormal Q (m×q), A (m×k).
+AUGMENT_RTOL_FACTOR = 10.0
 
-    These are the trailing columns of the Q factor of ``[Q | A]`` (up to column
-    signs), the block that augmentation appends to an existing basis.
 
-    * ``"householder"``: exactly ``orthonormalise([Q | A], "householder")[:, q:]``.
-    * ``"cholqr2"``: block classical Gram–Schmidt with re-orthogonalisation
-      (W = A − Q Q^*A, twice), then CholeskyQR2 of W — GEMMs and k×k
-      factorisations only. ``[Q | A]`` itself is nearly rank-deficient in DLRT
-      (K1 = U0 S0 + O(h), so κ([K1 | U0]) ~ 1/h) and CholeskyQR2 of it would
-      always fall back to Householder; W has the conditioning of the new
-      directions alone. If W is still too ill-conditioned (or rank-deficient,
-      or there are fewer than q + k rows), this falls back to the Householder
-      form above, which always returns orthonormal columns orthogonal to Q.
+def augment_threshold(Q, A) -> float:
+    """The rank threshold δ of :func:`orthonormalise_after`: δ = 10·√(q + k)·eps·‖A‖_F.
+
+    Round-off leaves every exactly dependent direction of W = (I − QQ^*)A with a
+    singular value of about 0.1–0.3·eps·‖A‖_F (measured for q + k up to 500, float32
+    and float64); δ sits 30–700× above that, so such directions are never taken, and
+    below any direction that carries information at working precision.
+    """
+    xp = array_module(Q, A)
+    eps = float(np.finfo(xp.result_type(Q.dtype, A.dtype)).eps)
+    return AUGMENT_RTOL_FACTOR * float(np.sqrt(Q.shape[1] + A.shape[1])) * eps * float(xp.linalg.norm(A))
+
+
+def orthonormalise_after(Q, A, method: str = "householder", threshold: Optional[float] = None):
+    """An orthonormal basis Ũ (m×k') of the numerically independent part of (I − QQ^*)A, k' ≤ k.
+
+    For orthonormal Q (m×q) and A (m×k) this is rank-revealing: Ũ is
+    orthonormal, orthogonal to Q to working precision for *every* input, and
+    spans exactly the directions of W = (I − QQ^*)A whose singular values exceed
+    the threshold δ (default :func:`augment_threshold`, 10·√(q+k)·eps·‖A‖_F).
+    Directions of W at round-off level are dropped instead of being completed
+    by arbitrary columns (which would then receive Galerkin content in an
+    S-step and make the result depend on round-off). So k' is the numerical
+    rank of W, k' ≤ min(k, m − q), and span(A) ⊆ span([Q | Ũ]) up to δ.
+
+    * ``"householder"``: Householder QR [Q | A] = [Q | Q2] R; the block
+      R22 = Q2^* A (≤k×k) holds A's coordinates beyond span(Q). SVD
+      R22 = P Σ Z^*; Ũ = Q2 P[:, :k'] with k' = #{σ_j > δ}. Ũ is a rotation of
+      Householder columns, so orthonormal and ⟂ Q to eps whatever A is. If no
+      direction is dropped, Ũ = Q2 (the trailing Q factor of [Q | A], as before).
+    * ``"cholqr2"``: GEMMs only when W is well-conditioned and clearly of full
+      rank: W by block classical Gram–Schmidt with re-orthogonalisation
+      (W = A − QQ^*A, twice), then CholeskyQR2 of W. The rank is read from the
+      eigenvalues of the Gram matrix W^*W (k×k): only if
+      λ_min ≥ 100·k·eps·λ_max (so λ_min is accurate and κ(W) ≤ 0.1/√(k·eps),
+      CholeskyQR2's stable range) and √λ_min > δ, else — and whenever
+      CholeskyQR2's own guard fails — the Householder form above decides. (The
+      diagonal of a Cholesky factor does not reveal rank: a rank-deficient W
+      can pass that guard and return columns that overlap Q.)
     """
     xp = array_module(Q, A)
     q, k = Q.shape[1], A.shape[1]
-    if method == "cholqr2" and q + k <= Q.shape[0]:
+    if method not in ORTHONORMALISERS:
+        raise ValueError(f"unknown orthonormalisation {method!r}; expected one of {sorted(ORTHONORMALISERS)}")
+    delta = augment_threshold(Q, A) if threshold is None else float(threshold)
+    if method == "cholqr2" and q + k <= Q.shape[0] and k > 0:
         W = A - Q @ (_H(Q) @ A)  # (m, q) @ (q, m) @ (m, k) -> (m, k)
         W = W - Q @ (_H(Q) @ W)  # second pass (CGS2): W ⟂ Q to round-off
-        Q2 = _cholesky_qr2_or_none(W)  # (m, k)
-        if Q2 is not None:
-            return Q2
-    elif method not in ORTHONORMALISERS:
-        raise ValueError(f"unknown orthonormalisation {method!r}; expected one of {sorted(ORTHONORMALISERS)}")
-    return orthonormalise(xp.concatenate([Q, A], axis=1), "householder")[:, q:]
+        lam = to_numpy(xp.linalg.eigvalsh(_H(W) @ W))  # (k,) ascending, of the (k, k) Gram matrix
+        eps = float(np.finfo(W.real.dtype).eps)
+        if lam[0] >= 100 * k * eps * lam[-1] and np.sqrt(max(lam[0], 0.0)) > delta:
+            Q2 = _cholesky_qr2_or_none(W)  # (m, k)
+            if Q2 is not None:
+                return Q2
+    Qf, R = xp.linalg.qr(xp.concatenate([Q, A], axis=1))  # (m, p) (p, q + k), p = min(m, q + k)
+    Q2, R22 = Qf[:, q:], R[q:, q:]  # (m, p − q), (p − q, k): A's coordinates in Q2
+    if R22.size == 0:
+        return Q2
+    P, sigma, _ = xp.linalg.svd(R22, full_matrices=False)  # (p−q, j) (j,) ; j = min(p − q, k)
+    k1 = int(np.count_nonzero(to_numpy(sigma) > delta))  # numerical rank of W
+    if k1 == Q2.shape[1]:
+        return Q2  # nothing dropped: the Householder columns themselves
+    return Q2 @ P[:, :k1]  # (m, p − q) @ (p − q, k1) -> (m, k1)
 
 
 # --------------------------------------------------------------------------- #

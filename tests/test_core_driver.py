@@ -58,21 +58,3 @@ def test_step_functions_are_run_stages_of_their_generators(method):
     assert res.evaluations == ref.evaluations
     np.testing.assert_array_equal(res.Y.to_dense(), ref.Y.to_dense())
 
-
-@pytest.mark.parametrize("method,s_pass,passes", [("ksl", 2, 3), ("bug", 2, 2), ("ra-bug", 1, 1), ("parallel", 1, 1)])
-def test_dlrt_updates_dense_parameters_once_on_the_pass_that_serves_S(method, s_pass, passes):
-    """The network's lock-step over ``drive``: dense parameters step once per batch, on the S-flow pass."""
-    from dlrt_ref.nn import mlp
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import SGD
-
-    rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((16, 12)), rng.integers(0, 3, 16)
-    tr = DLRT(mlp([12, 8, 6, 3], ranks=[2, 2, None], dtype=np.float64, seed=1), SGD(0.01), method=method, tau=0.0)
-    log = []
-    orig_pass, orig_update = tr._pass, tr._update_dense
-    tr._pass = lambda *a: (log.append("pass"), orig_pass(*a))[1]
-    tr._update_dense = lambda: (log.append("dense"), orig_update())[1]
-    info = tr.step(x, y)
-    assert info.passes == passes and log.count("pass") == passes
-    assert log.count("dense") == 1 and log.index("dense") == s_pass  # right after pass number s_pass

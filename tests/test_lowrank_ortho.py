@@ -128,25 +128,25 @@ def test_block_augmentation_spans_what_householder_spans(householder_calls, dtyp
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind", ["inside span(Q)", "half inside span(Q)", "generic"])
-def test_orthonormalise_after_is_orthogonal_to_Q(dtype, kind):
+@pytest.mark.parametrize("method", ["cholqr2", "householder"])
+def test_orthonormalise_after_is_orthogonal_to_Q(dtype, kind, method):
     """Columns orthonormal and ⟂ Q; span(A) ⊆ span([Q | Q2]) — also when A lies (partly) in span(Q).
 
-    Inside span(Q), W = (I − QQᵀ)A is round-off: its orthonormalised columns are
-    completions (as Householder QR returns), still ⟂ Q thanks to the second
-    projection. Half inside, W is rank-deficient and the Householder form is used.
+    Rank-revealing: inside span(Q), W = (I − QQᵀ)A is round-off and no column is
+    returned; half inside, only the k/2 independent directions are.
     """
     rng = np.random.default_rng(5)
     m, q, k = 400, 12, 8
     Q = np.linalg.qr(rng.standard_normal((m, q)))[0]
     if kind == "inside span(Q)":
-        A = Q @ rng.standard_normal((q, k))
+        A, k_new = Q @ rng.standard_normal((q, k)), 0
     elif kind == "half inside span(Q)":
-        A = np.concatenate([Q[:, : k // 2] * 2.0, rng.standard_normal((m, k - k // 2))], axis=1)
+        A, k_new = np.concatenate([Q[:, : k // 2] * 2.0, rng.standard_normal((m, k - k // 2))], axis=1), k - k // 2
     else:
-        A = rng.standard_normal((m, k))
+        A, k_new = rng.standard_normal((m, k)), k
     Q, A = Q.astype(dtype), A.astype(dtype)
-    Q2 = orthonormalise_after(Q, A, "cholqr2")
-    assert Q2.shape == (m, k) and Q2.dtype == dtype
+    Q2 = orthonormalise_after(Q, A, method)
+    assert Q2.shape == (m, k_new) and Q2.dtype == dtype
     eps = np.finfo(dtype).eps
     Q64, Q264, A64 = Q.astype(float), Q2.astype(float), A.astype(float)
     assert np.linalg.norm(Q64.T @ Q264) <= 50 * eps * np.sqrt(k)
