@@ -27,8 +27,8 @@ forward/backward pass of a whole network for all its layers at once
 ``euler``         explicit Euler, y1 = y0 + h f(t0, y0) (an SGD step when F = −∇L);
 ``rk4``           the classical fourth-order Runge–Kutta method;
 ``exact``         the exact flow of a linear Sylvester-type sub-flow
-                  ẏ = P y + y Q + R (time independent), via
-                  y(h) = e^{hP}(y0 − y*) e^{hQ} + y*, with P y* + y* Q + R = 0.
+                  ẏ = P y + y Q + R (time independent), from the exponential
+                  of a block matrix (no inverse; exact also for singular systems).
 
 Fields given as increments (:class:`dlrt_ref.integrators.Increments`) are
 constant over each step, so Euler solves their sub-flows exactly.
@@ -172,13 +172,20 @@ def rk4(flow: SubFlow, t0: float, y0, h: float):
 
 
 def exact_linear(flow: SubFlow, t0: float, y0, h: float):
-    r"""Exact flow of ẏ = P y + y Q + R over a step of length h; no field evaluation.
+    r"""Exact flow of ẏ = P y + y Q + R (a×b, time independent) over a step of length h; no field evaluation.
 
-    With the steady state :math:`y_*` solving :math:`P y_* + y_* Q = -R`
-    (``scipy.linalg.solve_sylvester``), :math:`y(h) = e^{hP}(y_0 - y_*)e^{hQ} + y_*`.
-    If the Sylvester equation is singular (P and −Q share an eigenvalue) the
-    vectorised system, augmented by the constant, is exponentiated instead.
-    Computed on the host, then moved back to the backend of y0.
+    With z = y − y0, ż = P z + z Q + R' where R' = P y0 + y0 Q + R, z(0) = 0. The
+    exponential of the block matrix (Van Loan's construction)
+
+    .. math:: \exp\Big(h\begin{pmatrix} P & R' \\ 0 & -Q \end{pmatrix}\Big)
+              = \begin{pmatrix} e^{hP} & X \\ 0 & e^{-hQ} \end{pmatrix},\qquad
+              X = \int_0^h e^{(h-s)P} R' e^{-sQ}\,ds,
+
+    gives z(h) = X e^{hQ} (differentiate Z = X e^{hQ}: Ż = P Z + Z Q + R'), so
+    y(h) = y0 + X e^{hQ}: two ``scipy.linalg.expm`` calls of sizes (a+b) and b,
+    no inverse and no Sylvester solve, hence exact to round-off also when P and
+    −Q share eigenvalues (singular Sylvester operator), nearly do, or P = Q = 0
+    (y0 + hR). Computed on the host, then moved back to the backend of y0.
     """
     if flow.linear is None:
         raise ValueError(
@@ -186,23 +193,14 @@ def exact_linear(flow: SubFlow, t0: float, y0, h: float):
             "k/l/s_coefficients. Use 'euler' or 'rk4', or a field such as SylvesterField."
         )
     xp = array_module(y0)
-    P, Q, R = (to_numpy(a) for a in flow.linear)
+    P, Q, R = (to_numpy(c) for c in flow.linear)
     y0h = to_numpy(y0)
-    try:
-        ystar = sla.solve_sylvester(P, Q, -R)
-        resid = np.abs(P @ ystar + ystar @ Q + R).max()
-        ok = bool(np.all(np.isfinite(ystar))) and resid <= 1e-10 * (1 + np.abs(R).max() + np.abs(ystar).max())
-    except (np.linalg.LinAlgError, ValueError):
-        ok = False
-    if ok:
-        y1 = sla.expm(h * P) @ (y0h - ystar) @ sla.expm(h * Q) + ystar  # (a,a)(a,b)(b,b)
-    else:  # vec(P y + y Q + R) = (I⊗P + Q^T⊗I) vec(y) + vec(R), column-major vec
-        a, b = y0h.shape
-        A = np.kron(np.eye(b), P) + np.kron(Q.T, np.eye(a))
-        Z = np.zeros((a * b + 1, a * b + 1), dtype=np.result_type(A, R))
-        Z[:-1, :-1], Z[:-1, -1] = A, R.reshape(-1, order="F")
-        z = sla.expm(h * Z) @ np.concatenate([y0h.reshape(-1, order="F"), [1.0]])
-        y1 = z[:-1].reshape((a, b), order="F")
+    a, b = y0h.shape
+    R1 = P @ y0h + y0h @ Q + R  # (a, b): ż at z = 0
+    Z = np.zeros((a + b, a + b), dtype=np.result_type(P, Q, R1, float(h)))
+    Z[:a, :a], Z[:a, a:], Z[a:, a:] = P, R1, -Q
+    X = sla.expm(h * Z)[:a, a:]  # (a, b)
+    y1 = y0h + X @ sla.expm(h * Q)  # (a, b) @ (b, b)
     return xp.asarray(y1.astype(np.result_type(y0h.dtype, y1.dtype)))
     yield  # pragma: no cover - makes this a generator function like the others
 
