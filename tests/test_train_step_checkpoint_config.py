@@ -70,3 +70,26 @@ def test_the_same_configuration_loads(saved):
     tr = _trainer(Momentum(1e-2, mu=0.7))
     load_checkpoint(saved["momentum"], tr)
     assert tr.steps == 1
+
+
+@pytest.mark.parametrize("policy", ["transport", "transport-shared-t", "reset"])
+def test_train_command_passes_the_state_policy_to_the_optimiser(policy, monkeypatch, capsys):
+    import json
+
+    from dlrt_ref.cli import main
+    from dlrt_ref.train import cli as train_cli
+
+    built = {}
+    real = train_cli.build_trainer
+
+    def spy(run):
+        trainer = real(run)
+        built["policy"] = trainer.opt.state_policy
+        return trainer
+
+    monkeypatch.setattr(train_cli, "build_trainer", spy)
+    code = main(["train", "--widths", "784,16,10", "--subset", "100", "--test-subset", "50", "--batch-size", "50",
+                 "--epochs", "1", "--log-every", "0", "--state-policy", policy, "--json"])
+    assert code == 0 and built["policy"] == policy
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["config"]["run"]["state_policy"] == policy
