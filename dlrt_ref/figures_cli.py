@@ -41,6 +41,7 @@ def add_arguments(p) -> None:
                    help="folder with MNIST (IDX files or mnist/) and/or fashion-mnist/; default $DLRT_REF_DATA_DIR, "
                         "else the shipped MNIST (Fashion-MNIST: /usr/share/datasets/fashion-mnist or the cache)")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument("--quiet", action="store_true", help="no start line on stderr")
 
 
 def run(args) -> int:
@@ -72,9 +73,14 @@ def run(args) -> int:
         from dlrt_ref.cli import CommandError
 
         raise CommandError(f"--out {out} is not writable: {exc.strerror or exc}") from None
-    from dlrt_ref.data import set_data_dir
+    from dlrt_ref.cli import describe_threads
+    from dlrt_ref.data import data_dir, set_data_dir
 
     set_data_dir(args.data_dir)
+    if not args.quiet:
+        sys.stderr.write(f"figures: {args.preset} preset, {len(names)} experiment(s) ({', '.join(names)}); data "
+                         f"{data_dir() or 'shipped MNIST'}; {describe_threads()}; out {out}\n")
+        sys.stderr.flush()
     try:
         _run_all(names, args, out)
     finally:

@@ -209,7 +209,8 @@ def _fashion_installed() -> bool:
 
 @pytest.mark.skipif(_fashion_installed(), reason="Fashion-MNIST is installed here (the full finetune would run)")
 def test_figures_without_fashion_mnist(world, tmp_path, capsys):
-    assert main(["figures", "--preset", "full", "--only", "finetune", "--out", str(tmp_path / "fig")]) == 1
+    assert main(["figures", "--preset", "full", "--only", "finetune", "--out", str(tmp_path / "fig"),
+                 "--quiet"]) == 1
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "Fashion-MNIST not found" in err[0] and "--data-dir" in err[0]
     _check_untouched(world)
