@@ -17,7 +17,8 @@ serves requests for both worlds: :func:`run_stages` gives it a field function
 (matrix ODEs; every ``*_step`` below is ``run_stages(*_stages(...))``), and the
 DLRT optimiser gives it one network pass per round for all layers at once.
 The number of rounds is the number of field evaluations ("passes") per step:
-ra-bug and parallel 1 (with Euler-type sub-steps), bug 2, ksl/lsk 3.
+ra-bug and parallel 1 (with Euler-type sub-steps), bug 2, midpoint-bug 2
+(at Y0 and at the midpoint approximation), ksl/lsk 3.
 
 Life of a request (training). ``DLRT.step(x, y)`` starts one
 ``ra_bug_stages(t0=0, Y0=W_ℓ, h=lr, substep=optimiser)`` generator per low-rank
@@ -46,6 +47,8 @@ References
    for dynamical low-rank approximation", BIT 62, 1149–1174, 2022.
 .. [CKL24] G. Ceruti, J. Kusch, C. Lubich, "A parallel rank-adaptive integrator
    for dynamical low-rank approximation", SIAM J. Sci. Comput. 46(3), 2024.
+.. [CEKL24] G. Ceruti, L. Einkemmer, J. Kusch, C. Lubich, "A robust second-order
+   low-rank BUG integrator based on the midpoint rule", BIT 64, 30, 2024.
 .. [KL07] O. Koch, C. Lubich, "Dynamical low-rank approximation",
    SIAM J. Matrix Anal. Appl. 29, 434–454, 2007.
 """
@@ -62,9 +65,9 @@ from dlrt_ref.substeps import Request, SubFlow, drive, euler, get_substep
 
 __all__ = [
     "Request", "drive", "StepResult", "Increments", "k_flow", "l_flow", "s_flow", "augment", "truncate_core", "step_scaled_rule",
-    "ksl_stages", "lsk_stages", "strang_stages", "bug_stages", "ra_bug_stages", "parallel_bug_stages",
-    "naive_stages", "STAGES", "run_stages",
-    "ksl_step", "lsk_step", "strang_step", "bug_step", "ra_bug_step", "parallel_bug_step",
+    "ksl_stages", "lsk_stages", "strang_stages", "bug_stages", "augmented_galerkin_stages", "ra_bug_stages",
+    "midpoint_bug_stages", "parallel_bug_stages", "naive_stages", "STAGES", "run_stages",
+    "ksl_step", "lsk_step", "strang_step", "bug_step", "ra_bug_step", "midpoint_bug_step", "parallel_bug_step",
     "naive_step", "INTEGRATORS", "ADAPTIVE", "integrate", "Solution",
 ]
 
@@ -280,28 +283,75 @@ def bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin
     return StepResult(LowRankMatrix(U1, S1, V1))
 
 
-def ra_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None, **rule):
-    """Rank-adaptive BUG step ([CKL22] Alg. 1).
+def augmented_galerkin_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None):
+    """Steps 1–3 of [CKL22] Alg. 1, without the truncation: returns (Û, S̃0, Ŝ1, V̂).
 
     1. K- and L-steps from Y0 (as in :func:`bug_stages`).
-    2. Û = orth([K1 | U0]), V̂ = orth([L1 | V0]) (as bases [U0 | Ũ], [V0 | Ṽ],
-       see :func:`augment`); M̂ = Û^* U0, N̂ = V̂^* V0.
-    3. Galerkin S-step on the (≤2r)×(≤2r) core from S̃0 = M̂ S0 N̂^*.
+    2. Û = orth([U0 | K1]), V̂ = orth([V0 | L1]) as bases [U0 | Ũ], [V0 | Ṽ]
+       (rank-revealing, see :func:`augment`); M̂ = Û^* U0, N̂ = V̂^* V0.
+    3. Galerkin S-step on the (r+k)×(r+l) core from S̃0 = M̂ S0 N̂^*.
        Since Û S̃0 V̂^* = Y0, its field at t0 is the one already computed:
        one field evaluation per step with Euler sub-steps.
-    4. Truncate Ŝ1 by SVD: ``rule`` is passed to :func:`~dlrt_ref.lowrank.truncate`
-       (``theta`` | ``tau`` | ``rank`` | ``c_step``, ``r_min``, ``r_max``, ``compat_2022``);
-       ``c_step``: ϑ = c·h·‖Ŝ1 − S̃0‖_F (:func:`step_scaled_rule`).
     """
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
     F0 = yield Request(t=t0, Y=Y0, flows={"K", "L", "S"})
     K1 = yield from substep(flow=k_flow(V0, F0, lin), t0=t0, y0=U0 @ S0, h=h)  # (m, r)
     L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ _H(S0), h=h)  # (n, r)
-    U_hat, M_hat = augment(K1, U0, ortho)  # (m, k̂), (k̂, r)
-    V_hat, N_hat = augment(L1, V0, ortho)  # (n, l̂), (l̂, r)
-    S_tilde0 = M_hat @ S0 @ _H(N_hat)  # (k̂, r)(r, r)(r, l̂) -> (k̂, l̂)
+    U_hat, M_hat = augment(K1, U0, ortho)  # (m, r + k), (r + k, r)
+    V_hat, N_hat = augment(L1, V0, ortho)  # (n, r + l), (r + l, r)
+    S_tilde0 = M_hat @ S0 @ _H(N_hat)  # (r + k, r)(r, r)(r, r + l) -> (r + k, r + l)
     S_hat1 = yield from substep(flow=s_flow(U_hat, V_hat, F0, lin), t0=t0, y0=S_tilde0, h=h)
+    return U_hat, S_tilde0, S_hat1, V_hat
+
+
+def ra_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None, **rule):
+    """Rank-adaptive BUG step ([CKL22] Alg. 1).
+
+    1.–3. K- and L-steps from Y0, augmented bases Û = [U0 | Ũ], V̂ = [V0 | Ṽ] and the
+       Galerkin S-step on the augmented core (:func:`augmented_galerkin_stages`):
+       one field evaluation per step with Euler sub-steps.
+    4. Truncate Ŝ1 by SVD: ``rule`` is passed to :func:`~dlrt_ref.lowrank.truncate`
+       (``theta`` | ``tau`` | ``rank`` | ``c_step``, ``r_min``, ``r_max``, ``compat_2022``);
+       ``c_step``: ϑ = c·h·‖Ŝ1 − S̃0‖_F (:func:`step_scaled_rule`).
+    """
+    U_hat, S_tilde0, S_hat1, V_hat = yield from augmented_galerkin_stages(
+        t0=t0, Y0=Y0, h=h, substep=substep, ortho=ortho, lin=lin)
     Y1, tr = truncate_core(U_hat, S_hat1, V_hat, **step_scaled_rule(rule, h, S_hat1 - S_tilde0))
+    return StepResult(Y1, truncation=tr)
+
+
+def midpoint_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None, **rule):
+    """Midpoint BUG step, robust and of second order ([CEKL24]).
+
+    "A half-step with a first-order BUG integrator, followed by a Galerkin update with
+    a suitably augmented basis" ([CEKL24], abstract); the steps, as we implement them:
+
+    1. Ŷ½ = Û½ Ŝ½ V̂½^*: one rank-adaptive BUG step of size h/2 from Y0, not
+       truncated (:func:`augmented_galerkin_stages`; rank ≤ 2r, Û½ = [U0 | Ũ½]).
+    2. F½ = F(t0 + h/2, Ŷ½): the field at the midpoint approximation.
+    3. Augment again: Û = [Û½ | Ũ], Ũ the independent part of (I − Û½Û½^*) F½ V̂½;
+       V̂ = [V̂½ | Ṽ] from F½^* Û½ (rank ≤ 4r).
+    4. Galerkin update by the midpoint rule: Ŝ1 = Û^* Y0 V̂ + h Û^* F½ V̂, where
+       Û^* Y0 V̂ = [[S0, 0], [0, 0]] because U0, V0 lead the bases.
+    5. Truncate Ŝ1 as in :func:`ra_bug_stages` (``rule``).
+
+    Two field evaluations per step with Euler sub-steps in step 1 (at Y0 and at Ŷ½).
+    """
+    xp = array_module(Y0.U)
+    S0 = Y0.S
+    r = S0.shape[0]
+    U_half, _, S_half, V_half = yield from augmented_galerkin_stages(
+        t0=t0, Y0=Y0, h=h / 2, substep=substep, ortho=ortho, lin=lin)
+    F_half = yield Request(t=t0 + h / 2, Y=LowRankMatrix(U_half, S_half, V_half), flows={"K", "L", "S"})
+    U_new = orthonormalise_after(U_half, F_half @ V_half, ortho)  # (m, k2): (m, n) @ (n, r½) directions
+    V_new = orthonormalise_after(V_half, F_half.H @ U_half, ortho)  # (n, l2)
+    U_hat = xp.concatenate([U_half, U_new], axis=1)  # (m, k̂), k̂ ≤ 4r
+    V_hat = xp.concatenate([V_half, V_new], axis=1)  # (n, l̂)
+    dS = h * F_half.core(U_hat, V_hat)  # (k̂, m)(m, n)(n, l̂) -> (k̂, l̂)
+    S_tilde0 = xp.zeros(dS.shape, dtype=xp.result_type(S0, dS))
+    S_tilde0[:r, :r] = S0  # Û^* Y0 V̂ = [[S0, 0], [0, 0]]
+    S_hat1 = S_tilde0 + dS
+    Y1, tr = truncate_core(U_hat, S_hat1, V_hat, **step_scaled_rule(rule, h, dS))
     return StepResult(Y1, truncation=tr)
 
 
@@ -367,8 +417,9 @@ def naive_stages(t0, Y0: LowRankMatrix, h, substep=None, ortho="householder", li
 STAGES = {
     "ksl": ksl_stages, "lsk": lsk_stages, "strang": strang_stages, "bug": bug_stages,
     "ra-bug": ra_bug_stages, "parallel": parallel_bug_stages, "naive": naive_stages,
+    "midpoint-bug": midpoint_bug_stages,
 }
-ADAPTIVE = {"ra-bug", "parallel"}
+ADAPTIVE = {"ra-bug", "parallel", "midpoint-bug"}
 
 
 # --------------------------------------------------------------------------- #
@@ -434,6 +485,13 @@ def ra_bug_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="househo
     return run_stages(stages, field=f)
 
 
+def midpoint_bug_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder", **rule) -> StepResult:
+    """One midpoint BUG step (second order); see :func:`midpoint_bug_stages` (arguments as :func:`ra_bug_step`)."""
+    f, lin = _on_step(field, t0, h)
+    stages = midpoint_bug_stages(t0=t0, Y0=Y0, h=h, substep=get_substep(substep), ortho=ortho, lin=lin, **rule)
+    return run_stages(stages, field=f)
+
+
 def parallel_bug_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder", **rule) -> StepResult:
     """One parallel rank-adaptive BUG step; see :func:`parallel_bug_stages` (arguments as :func:`ra_bug_step`)."""
     f, lin = _on_step(field, t0, h)
@@ -450,6 +508,7 @@ def naive_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="househol
 INTEGRATORS = {
     "ksl": ksl_step, "lsk": lsk_step, "strang": strang_step, "bug": bug_step,
     "ra-bug": ra_bug_step, "parallel": parallel_bug_step, "naive": naive_step,
+    "midpoint-bug": midpoint_bug_step,
 }
 
 

@@ -345,7 +345,10 @@ def truncate(
     their tail sum leaves out the last singular value (it runs over
     σ_{j}, …, σ_{k−1}), when no j qualifies the rank falls back to k//2, and
     they build the right factor from ``Vh[:, :r1]`` instead of
-    ``Vh^*[:, :r1]`` — a bug. It is offered only to reproduce their numbers.
+    ``Vh^*[:, :r1]`` — a bug. It is offered only to reproduce their numbers. Their core was
+    always square; a rectangular S (k1×k2, from the rank-revealing augmentation) is first
+    padded with zeros to a square one, as if the dropped directions were present with zero
+    content.
     """
     if isinstance(S, LowRankMatrix):
         raise TypeError("truncate takes the core S (a 2-D array), not a LowRankMatrix; pass Y.S and apply "
@@ -362,6 +365,14 @@ def truncate(
     # checked before the SVD (which would fail with "SVD did not converge" or return NaN); one host sync
     if not bool(xp.isfinite(S).all()):
         raise ValueError(f"truncate: the core S ({S.shape[0]}×{S.shape[1]}) holds NaN or infinite entries")
+    k1_in, k2_in = S.shape
+    if compat_2022 and k1_in != k2_in:
+        # The 2022 codes always had a square 2r×2r core (their augmentation appended completion columns);
+        # a rank-revealing augmentation can give k1 ≠ k2. Pad with zeros to a square core, as if the
+        # dropped directions were present with zero content, and cut P, Q back to the real rows below.
+        kk = max(k1_in, k2_in)
+        S = xp.concatenate([xp.concatenate([S, xp.zeros((k1_in, kk - k2_in), dtype=S.dtype)], axis=1),
+                            xp.zeros((kk - k1_in, kk), dtype=S.dtype)], axis=0)
     P, sigma, Qh = xp.linalg.svd(S, full_matrices=False)  # (k1,k) (k,) (k,k2)
     s = to_numpy(sigma).astype(float)
     k = s.size
@@ -390,5 +401,5 @@ def truncate(
         if r_max is not None:
             r1 = min(r1, r_max)
         r1 = max(1, min(r1, k))
-    Q = Qh[:, :r1] if compat_2022 else _H(Qh[:r1, :])
-    return Truncation(P[:, :r1], sigma[:r1].astype(S.dtype), Q, r1, s[r1:].copy(), th)
+    Q = Qh[:k2_in, :r1] if compat_2022 else _H(Qh[:r1, :])  # (k2, r1)
+    return Truncation(P[:k1_in, :r1], sigma[:r1].astype(S.dtype), Q, r1, s[r1:].copy(), th)

@@ -257,3 +257,15 @@ def test_api_rejects_bad_factors_and_cores_with_one_line():
     # the supported dtypes still work, complex included
     for dt in (np.float32, np.float64, np.complex64, np.complex128):
         assert truncate(LowRankMatrix(E.astype(dt), I2.astype(dt), E.astype(dt)).S, rank=1).rank == 1
+
+
+def test_compat_2022_on_a_rectangular_core_pads_with_zeros():
+    """A k1×k2 core (rank-revealing augmentation dropped a direction) is truncated as the zero-padded square core."""
+    rng = np.random.default_rng(2)
+    S = rng.standard_normal((6, 5))
+    Sq = np.concatenate([S, np.zeros((6, 1))], axis=1)
+    a, b = truncate(S, tau=0.3, compat_2022=True), truncate(Sq, tau=0.3, compat_2022=True)
+    assert a.rank == b.rank and a.P.shape == (6, a.rank) and a.Q.shape == (5, a.rank)
+    np.testing.assert_allclose(a.Q, b.Q[:5], atol=1e-14)
+    np.testing.assert_allclose(a.P, b.P, atol=1e-14)
+    np.testing.assert_allclose(a.sigma, b.sigma, atol=1e-14)

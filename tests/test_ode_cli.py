@@ -84,3 +84,15 @@ def test_subprocess_json():
     bad = subprocess.run([sys.executable, "-m", "dlrt_ref", "ode", "--problem", "lsq", "--integrator", "bug",
                           "--rank", "41"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("method", ["ra-bug", "parallel", "midpoint-bug"])
+def test_r_max_is_honoured(capsys, method):
+    """--r-max caps every step's rank (a tolerance this small would otherwise let the rank grow)."""
+    rec = run_json(capsys, "--problem", "toy", "--integrator", method, "--rank", "5", "--tol", "1e-8", "--r-max", "7",
+                   "--steps", "10")
+    assert rec["max_rank"] == 7 and rec["r_max"] == 7
+    free = run_json(capsys, "--problem", "toy", "--integrator", method, "--rank", "5", "--tol", "1e-8", "--steps", "10")
+    assert free["max_rank"] > 7
+    assert main(["ode", "--problem", "toy", "--integrator", method, "--rank", "5", "--r-max", "7"]) == 2
+    assert "without --tol" in capsys.readouterr().err

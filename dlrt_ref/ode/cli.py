@@ -41,8 +41,8 @@ def add_arguments(p) -> None:
     p.add_argument("--integrator", required=True, choices=list(INTEGRATORS), help="low-rank integrator")
     p.add_argument("--rank", required=True, type=int, metavar="R", help="rank of Y0 (and of the fixed-rank methods)")
     p.add_argument("--tol", type=float, default=None, metavar="THETA",
-                   help="absolute truncation tolerance ϑ of ra-bug/parallel (default: keep the rank fixed)")
-    p.add_argument("--r-max", type=int, default=None, metavar="R", help="rank cap of ra-bug/parallel")
+                   help="absolute truncation tolerance ϑ of ra-bug/parallel/midpoint-bug (default: keep the rank fixed)")
+    p.add_argument("--r-max", type=int, default=None, metavar="R", help="rank cap of the rank-adaptive integrators (with --tol)")
     p.add_argument("--steps", type=int, default=100, metavar="N", help="number of equal time steps (default 100)")
     p.add_argument("--T", type=float, default=None, metavar="T", help="final time (default: the problem's)")
     p.add_argument("--sigma-min", type=float, default=None, metavar="S",
@@ -79,6 +79,8 @@ def validate(args) -> None:
             raise UsageError(f"--r-max is for the rank-adaptive integrators {sorted(ADAPTIVE)}, not {args.integrator!r}")
         if not args.rank <= args.r_max <= min(m, n):
             raise UsageError(f"--r-max must be in [--rank, {min(m, n)}], got {args.r_max}")
+        if args.tol is None:
+            raise UsageError("--r-max caps the rank chosen by --tol; without --tol the rank stays --rank")
     if args.sigma_min is not None:
         if args.problem != "sylvester":
             raise UsageError("--sigma-min applies to --problem sylvester only")
