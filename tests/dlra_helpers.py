@@ -14,8 +14,8 @@ from dlrt_ref.integrators import ADAPTIVE, INTEGRATORS
 from dlrt_ref.lowrank import LowRankMatrix
 
 EPS = float(np.finfo(np.float64).eps)
-ALL_METHODS = ("ksl", "lsk", "strang", "bug", "ra-bug", "parallel", "naive")
-BUG_FAMILY = ("bug", "ra-bug", "parallel")
+ALL_METHODS = ("ksl", "lsk", "strang", "bug", "ra-bug", "parallel", "midpoint-bug", "naive")
+BUG_FAMILY = ("bug", "ra-bug", "parallel", "midpoint-bug")
 
 
 def H(A):

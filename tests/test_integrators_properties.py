@@ -35,7 +35,7 @@ hs = st.sampled_from([0.3, 0.1, 0.03, 0.01])
 
 def _opts(method, adaptive_rule):
     """Rank rule for the adaptive methods: fixed rank r, or a relative tolerance."""
-    if method not in ("ra-bug", "parallel") or adaptive_rule == "rank":
+    if method not in ("ra-bug", "parallel", "midpoint-bug") or adaptive_rule == "rank":
         return {}
     return {"tau": 1e-3}
 
