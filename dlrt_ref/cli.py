@@ -116,7 +116,7 @@ def apply_threads(argv) -> dict:
     else:
         env = next((v for v in THREAD_VARS if os.environ.get(v, "").strip().isdigit()), None)
         if env is not None:
-            return {"threads": int(os.environ[env]), "source": f"from ${env}", "applied": applied}
+            return {"threads": int(os.environ[env]), "source": f"from ${env}", "applied": True}  # set before NumPy
         n, source = default_threads()
     if applied:
         for var in THREAD_VARS:

@@ -181,9 +181,10 @@ def test_version_and_help_are_plain(capsys):
         for markup in ("``", ":mod:", ":func:", ":class:", ":math:"):
             assert markup not in text, (cmd, markup)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([os.path.join(os.path.dirname(sys.executable), "dlrt-ref"), "--help"], capture_output=True,
-                       text=True, env=env, timeout=120)
-    assert p.returncode == 0 and p.stdout.startswith("usage: dlrt-ref")
+    script = os.path.join(os.path.dirname(sys.executable), "dlrt-ref")
+    if os.path.exists(script):  # the console script of an installed (or editable) package
+        p = subprocess.run([script, "--help"], capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == 0 and p.stdout.startswith("usage: dlrt-ref")
 
 
 BLAS_PROBE = """
@@ -209,7 +210,7 @@ def test_threads_reach_blas_before_numpy_loads():
                        capture_output=True, text=True, timeout=60)
     assert p.stdout.strip() == "False"  # the entry point can still set the thread variables
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    for n in ("1", "2"):
+    for n in sorted({"1", str(min(2, os.cpu_count() or 1))}):  # OpenBLAS caps its threads at the core count
         p = subprocess.run([sys.executable, "-c", BLAS_PROBE, "train", "--threads", n], capture_output=True, text=True,
                            env=env, timeout=60)
         requested, blas = p.stdout.split()
