@@ -144,7 +144,9 @@ print(f"error after one step: ||Y1 - A(h)||_F = {P.error(Y1_hand, t0 + h):.4e}, 
 # 2. $\dot L = F(t, U_0L^\top)^\top U_0$, $L(t_0) = V_0S_0^\top$ → $V_1 = \operatorname{orth}(L_1)$, $N = V_1^\top V_0$;
 # 3. $\dot S = U_1^\top F(t, U_1SV_1^\top)V_1$, $S(t_0) = MS_0N^\top$ → $Y_1 = U_1S_1V_1^\top$.
 #
-# K and L need the field only at $Y_0$: the field is evaluated once for both.
+# With Euler sub-steps, K and L need the field only at $Y_0$: it is evaluated once for both
+# (`k_flow(V0, F0)` and `l_flow(U0, F0)` take that value). A higher-order sub-step such as RK4
+# evaluates the field at its own stage points ($KV_0^\top$, $U_0L^\top$), separately for K and L.
 
 # %%
 F0 = as_operator(field(t0, Y0))  # the field at Y0, used by the K- and the L-step
@@ -262,7 +264,11 @@ savefig(fig, "02_error_vs_step_size")
 #    `bug_step` reproduce $A(t)$ to rounding error for any $h$.
 # 2. Replace `"euler"` by `"rk4"` in the derivative-field panel (`integrate(..., substep="rk4")`).
 #    What order do you observe now, and why does it still stop at the floor?
-# 3. Time-reverse a KSL step (`ksl_step` with $-h$ from $Y_1$). Do you get back $Y_0$? Try the same
-#    with `bug_step`. (KSL is time-reversible up to the sub-step error; BUG is not.)
+# 3. Time-reverse a KSL step: from $Y_1$ = `ksl_step(F, 0, Y0, h)` take `lsk_step(F, h, Y1, -h)`.
+#    With sub-flows solved exactly (`substep="exact"` on a Sylvester field, or Euler on a field given
+#    by increments) you get back $Y_0$ to rounding error: the adjoint of KSL is LSK (Lubich & Oseledets
+#    2014, Sec. 3.3), and Strang (`strang_step` with $h$, then $-h$) is reversible by itself. Now try
+#    `ksl_step` with $-h$ instead: it does *not* return $Y_0$ (the splitting error is $O(h^2)$), and
+#    neither does `bug_step` (tests/test_core_properties.py, tests/test_integrators_properties.py).
 # 4. Count field evaluations per step (`StepResult.evaluations`) for `ksl`, `strang`, `bug`.
 #    Which integrator would you pick when one evaluation is a full pass over a data batch?
