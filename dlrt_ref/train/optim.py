@@ -79,7 +79,7 @@ basis. With ``T = Bᴴ B'`` (old × new; for S one such matrix per side,
     factor's whole history. The k-th step of a direction that entered at
     factor step t has magnitude (1 − β₁ᵏ)·√(1 − β₂ᵗ)/√(1 − β₂ᵏ)·lr for a
     constant gradient — up to ≈ 3·lr at t = 235 and ≈ 6.5·lr at t = 5000
-    (near k = 10) — where a fresh Adam parameter, and ``"transport"``, move by lr.
+    (near k = 12) — where a fresh Adam parameter, and ``"transport"``, move by lr.
 
 ``"reset"``
     The state is dropped, so the factor restarts with zero state. The bases
