@@ -350,8 +350,8 @@ def _check_out(args) -> None:
         return
     if args.resume and Path(args.resume).resolve().parent == out.resolve():
         return  # continuing the run that lives there
-    raise _usage(f"--out {out} already holds a run ({', '.join(existing)}); add --overwrite to replace it, "
-                 f"or --resume {out / 'checkpoint.npz'} to continue it")
+    resume = (f", or --resume {out / 'checkpoint.npz'} to continue it" if "checkpoint.npz" in existing else "")
+    raise _usage(f"--out {out} already holds a run ({', '.join(existing)}); add --overwrite to replace it{resume}")
 
 
 def _writable(out: Path) -> None:
