@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from dlrt_ref.train import console
 
 # The one place for tuning defaults (the lead tunes these).
 DEFAULTS = {
@@ -332,80 +333,6 @@ def build(run, path=None):
     return build_trainer(run), load_data(run, path)
 
 
-def _check_out(args) -> None:
-    """Refuse an --out that is a file, or that holds another run (unless --overwrite, or --resume of that run)."""
-    if args.checkpoint_every and not args.out:
-        raise _usage("--checkpoint-every needs --out")
-    if args.overwrite and not args.out:
-        raise _usage("--overwrite needs --out")
-    if not args.out:
-        return
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise _usage(f"--out {out} is a file; give a folder")
-    if not out.is_dir():
-        return
-    existing = [name for name in ("checkpoint.npz", "results.json", "config.json") if (out / name).exists()]
-    if not existing or args.overwrite:
-        return
-    if args.resume and Path(args.resume).resolve().parent == out.resolve():
-        return  # continuing the run that lives there
-    resume = (f", or --resume {out / 'checkpoint.npz'} to continue it" if "checkpoint.npz" in existing else "")
-    raise _usage(f"--out {out} already holds a run ({', '.join(existing)}); add --overwrite to replace it{resume}")
-
-
-def _writable(out: Path) -> None:
-    """Create --out and prove it writable now, not after the data is loaded (exit 1 with one line otherwise)."""
-    from dlrt_ref.cli import CommandError
-
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test.{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise CommandError(f"--out {out} is not writable: {exc.strerror or exc}") from None
-
-
-def start_line(opts, epochs, args, data_folder) -> str:
-    """One line stating what is about to run: model, method, options, data, threads and output folder."""
-    from dlrt_ref.cli import describe_threads
-
-    n_train, n_test = MNIST_SIZES["train"], MNIST_SIZES["test"]
-    v = _parse_validation(opts["validation"])
-    k = v if isinstance(v, int) else (int(v[5:]) if v.startswith("last:") else 10000)
-    train = opts["subset"] if opts["subset"] is not None else n_train - k
-    test = opts["test_subset"] if opts["test_subset"] is not None else n_test
-    what = f"{opts['model']} {opts['widths'] or ''}".strip()
-    tau = f" tau {opts['tau']}" if opts["tau"] is not None else ""
-    rank = f" rank {opts['rank']}" if opts["rank"] is not None else ""
-    src = "shipped copy" if data_folder is None else str(data_folder)
-    dest = f"out {args.out}" if args.out else "no --out (nothing saved)"
-    resumed = f", resuming {args.resume}" if args.resume else ""
-    return (f"train: {what}, {opts['method']}{tau}{rank}, {opts['optimizer']} lr {opts['lr']}, batch "
-            f"{opts['batch_size']}, {epochs} epoch(s), {opts['dtype']}, seed {opts['seed']}; MNIST ({src}): "
-            f"{train} train / {k} val / {test} test images; {describe_threads()}; {dest}{resumed}")
-
-
-def final_line(opts, summary, out) -> str:
-    """The readable result: accuracy and c.r. in % (rounded), ranks, cost; the JSON keeps full precision."""
-    def pct(x, nd=2):
-        return "-" if x is None else f"{100 * x:.{nd}f} %"
-
-    ms = summary.get("ms_per_step")
-    passes = summary.get("passes_per_step")
-    parts = [f"{opts['model']} {opts['method']}: test accuracy {pct(summary.get('test_acc'))}",
-             f"test loss {summary['test_loss']:.4f}" if summary.get("test_loss") is not None else "test loss -",
-             f"ranks {summary.get('ranks')}",
-             f"c.r. {pct(summary.get('cr_eval'), 1)} (eval), {pct(summary.get('cr_train'), 1)} (train-paper)",
-             f"{ms:.0f} ms/step" if ms is not None else "- ms/step",
-             f"{passes:g} pass(es)/step" if passes is not None else ""]
-    if summary.get("val_acc") is not None:
-        parts.insert(1, f"val accuracy {pct(summary['val_acc'])}")
-    line = ", ".join(p for p in parts if p)
-    return line + (f"; results in {out}" if out else "")
-
-
 def run(args) -> int:
     from dlrt_ref.cli import CommandError
 
@@ -426,19 +353,19 @@ def run(args) -> int:
         if epochs <= done:
             raise _usage(f"--resume {args.resume} has completed {done} epoch(s); --epochs is the new total and must "
                          f"be more than {done} (got {epochs})")
-    _check_out(args)
+    console.check_out(args)
     data_folder = mnist_path(args.data_dir)
     if args.resume:  # read every array now (exit 1 on a damaged file), before the data is loaded
         from dlrt_ref.train.checkpoint import load_checkpoint
 
         load_checkpoint(args.resume, build_trainer(opts))
     if args.out:
-        _writable(Path(args.out))
+        console.writable(Path(args.out))
     log = (lambda line: None) if args.quiet else None
     if args.quiet:
         log_every = 0
     else:
-        sys.stderr.write(start_line(opts, epochs, args, data_folder) + "\n")
+        sys.stderr.write(console.start_line(opts, epochs, args, data_folder) + "\n")
         sys.stderr.flush()
     trainer, data = build(opts, data_folder)
     config = {"command": "train", "run": opts, "initial_ranks": initial_ranks(opts),
@@ -453,7 +380,7 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(dict(summary, config=config, history=hist.epochs)))
     else:
-        print(final_line(opts, summary, args.out))
+        print(console.final_line(opts, summary, args.out))
     if hist.status != "finished":  # pragma: no cover - fit raises instead
         raise CommandError(f"the run ended with status {hist.status}: {hist.message}")
     return 0

@@ -1,0 +1,97 @@
+"""What ``train`` prints and where it writes: the ``--out`` checks, the start line and the final line.
+
+* :func:`check_out` refuses an ``--out`` that is a file or already holds
+  another run (unless ``--overwrite``, or ``--resume`` of the run in that
+  folder); :func:`writable` proves the folder writable before any data loads.
+* :func:`start_line`: one line with model, method, options, data, BLAS threads
+  and output folder, printed before the data is loaded.
+* :func:`final_line`: accuracy and c.r. in %, rounded (the JSON keeps full precision).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["check_out", "writable", "start_line", "final_line"]
+
+
+def _usage(msg):
+    from dlrt_ref.cli import UsageError
+
+    return UsageError(msg)
+
+
+def check_out(args) -> None:
+    """Refuse an --out that is a file, or that holds another run (unless --overwrite, or --resume of that run)."""
+    if args.checkpoint_every and not args.out:
+        raise _usage("--checkpoint-every needs --out")
+    if args.overwrite and not args.out:
+        raise _usage("--overwrite needs --out")
+    if not args.out:
+        return
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _usage(f"--out {out} is a file; give a folder")
+    if not out.is_dir():
+        return
+    existing = [name for name in ("checkpoint.npz", "results.json", "config.json") if (out / name).exists()]
+    if not existing or args.overwrite:
+        return
+    if args.resume and Path(args.resume).resolve().parent == out.resolve():
+        return  # continuing the run that lives there
+    resume = (f", or --resume {out / 'checkpoint.npz'} to continue it" if "checkpoint.npz" in existing else "")
+    raise _usage(f"--out {out} already holds a run ({', '.join(existing)}); add --overwrite to replace it{resume}")
+
+
+def writable(out: Path) -> None:
+    """Create --out and prove it writable now, not after the data is loaded (exit 1 with one line otherwise)."""
+    from dlrt_ref.cli import CommandError
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise CommandError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+
+
+def start_line(opts, epochs, args, data_folder) -> str:
+    """One line stating what is about to run: model, method, options, data, threads and output folder."""
+    from dlrt_ref.cli import describe_threads
+
+    from dlrt_ref.train.cli import MNIST_SIZES, _parse_validation
+
+    n_train, n_test = MNIST_SIZES["train"], MNIST_SIZES["test"]
+    v = _parse_validation(opts["validation"])
+    k = v if isinstance(v, int) else (int(v[5:]) if v.startswith("last:") else 10000)
+    train = opts["subset"] if opts["subset"] is not None else n_train - k
+    test = opts["test_subset"] if opts["test_subset"] is not None else n_test
+    what = f"{opts['model']} {opts['widths'] or ''}".strip()
+    tau = f" tau {opts['tau']}" if opts["tau"] is not None else ""
+    rank = f" rank {opts['rank']}" if opts["rank"] is not None else ""
+    src = "shipped copy" if data_folder is None else str(data_folder)
+    dest = f"out {args.out}" if args.out else "no --out (nothing saved)"
+    resumed = f", resuming {args.resume}" if args.resume else ""
+    return (f"train: {what}, {opts['method']}{tau}{rank}, {opts['optimizer']} lr {opts['lr']}, batch "
+            f"{opts['batch_size']}, {epochs} epoch(s), {opts['dtype']}, seed {opts['seed']}; MNIST ({src}): "
+            f"{train} train / {k} val / {test} test images; {describe_threads()}; {dest}{resumed}")
+
+
+def final_line(opts, summary, out) -> str:
+    """The readable result: accuracy and c.r. in % (rounded), ranks, cost; the JSON keeps full precision."""
+    def pct(x, nd=2):
+        return "-" if x is None else f"{100 * x:.{nd}f} %"
+
+    ms = summary.get("ms_per_step")
+    passes = summary.get("passes_per_step")
+    parts = [f"{opts['model']} {opts['method']}: test accuracy {pct(summary.get('test_acc'))}",
+             f"test loss {summary['test_loss']:.4f}" if summary.get("test_loss") is not None else "test loss -",
+             f"ranks {summary.get('ranks')}",
+             f"c.r. {pct(summary.get('cr_eval'), 1)} (eval), {pct(summary.get('cr_train'), 1)} (train-paper)",
+             f"{ms:.0f} ms/step" if ms is not None else "- ms/step",
+             f"{passes:g} pass(es)/step" if passes is not None else ""]
+    if summary.get("val_acc") is not None:
+        parts.insert(1, f"val accuracy {pct(summary['val_acc'])}")
+    line = ", ".join(p for p in parts if p)
+    return line + (f"; results in {out}" if out else "")
