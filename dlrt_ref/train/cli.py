@@ -334,7 +334,7 @@ def build(run, path=None):
 
 
 def run(args) -> int:
-    from dlrt_ref.cli import CommandError
+    from dlrt_ref.cli import CommandError, threads_info
 
     opts = resolve(args)
     epochs = args.epochs if args.epochs is not None else DEFAULTS["epochs"]
@@ -370,7 +370,8 @@ def run(args) -> int:
     trainer, data = build(opts, data_folder)
     config = {"command": "train", "run": opts, "initial_ranks": initial_ranks(opts),
               "fit": {"epochs": epochs, "batch_size": opts["batch_size"], "seed": opts["seed"],
-                      "eval_batch": DEFAULTS["eval_batch"], "divergence_factor": factor}}
+                      "eval_batch": DEFAULTS["eval_batch"], "divergence_factor": factor},
+              "threads": threads_info(), "data": str(data_folder) if data_folder is not None else "shipped"}
     from dlrt_ref.train.loop import fit
 
     hist = fit(trainer, data, epochs, opts["batch_size"], seed=opts["seed"], log_every=log_every,
