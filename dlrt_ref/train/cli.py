@@ -302,7 +302,7 @@ def build_trainer(run):
 def mnist_path(data_dir):
     """The MNIST folder for ``--data-dir`` (None: ``$DLRT_REF_DATA_DIR`` or the shipped copy); UsageError if absent."""
     from dlrt_ref.data import data_dir as env_data_dir
-    from dlrt_ref.data import mnist_folder
+    from dlrt_ref.data import fashion_folder, mnist_folder
 
     if data_dir is None:
         root, what = env_data_dir(), f"${DATA_DIR_ENV}"
@@ -313,6 +313,9 @@ def mnist_path(data_dir):
     if not root.is_dir():
         raise _usage(f"{what} {root} is not a folder")
     folder = mnist_folder(root)
+    if folder is None and fashion_folder(root) == root:
+        raise _usage(f"{what} {root} holds Fashion-MNIST; train and evaluate use MNIST (its files in {root} or "
+                     f"{root / 'mnist'})")
     if folder is None:
         raise _usage(f"{what} {root} holds no MNIST IDX files (train-images-idx3-ubyte[.gz] and the other three, "
                      f"in it or in {root / 'mnist'})")
