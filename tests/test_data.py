@@ -507,3 +507,21 @@ def test_data_dir_and_environment_variable(tmp_path, monkeypatch, capsys):
     assert main([*args, "--data-dir", str(mn), "--quiet"]) == 1
     err = capsys.readouterr().err.strip()
     assert "t10k-labels-idx1-ubyte.gz" in err and D.MNIST_IDX_SHA256["t10k-labels-idx1-ubyte"] in err
+
+
+def test_data_dir_tells_mnist_from_fashion(tmp_path, monkeypatch, capsys):
+    """A folder is Fashion-MNIST when its decoded training labels have Fashion's SHA-256 (simulated here by
+    declaring MNIST's labels hash to be Fashion's)."""
+    import shutil
+
+    from dlrt_ref import data as D
+    from dlrt_ref.cli import main
+
+    for p in D.SHIPPED_DIR.glob("*.gz"):
+        shutil.copy(p, tmp_path / p.name)
+    assert D.mnist_folder(tmp_path) == tmp_path and D.fashion_folder(tmp_path) is None
+    fake = dict(D.FASHION_IDX_SHA256, **{"train-labels-idx1-ubyte": D.MNIST_IDX_SHA256["train-labels-idx1-ubyte"]})
+    monkeypatch.setattr(D, "FASHION_IDX_SHA256", fake)
+    assert D.mnist_folder(tmp_path) is None and D.fashion_folder(tmp_path) == tmp_path
+    assert main(["train", "--data-dir", str(tmp_path), "--epochs", "1"]) == 2
+    assert "holds Fashion-MNIST" in capsys.readouterr().err
