@@ -136,15 +136,11 @@ def settle_step(steps, ranks) -> int:
 # --------------------------------------------------------------------------- #
 def teacher_run(cfg, data, rule, value, start, seed, lr=0.05, opt="sgd", state_policy="transport",
                 spectrum="halfnormal", scale=1.0) -> dict:
-    from dlrt_ref.nn import mlp
     from dlrt_ref.train.optim import make_optimizer
 
     X = data.x_train
     Y = data.teacher.logits(X)  # (N, C) regression targets
-    widths = list(cfg["widths"])
-    net = mlp(widths, ranks=[start] * (len(widths) - 2) + [None], seed=100 + seed, dtype=np.float64,
-              spectrum="halfnormal" if spectrum == "unit" else spectrum)
-    set_spectrum(net, spectrum, scale)
+    net = student(cfg["widths"], start, seed, spectrum, scale)
     trainer = make_trainer(net, make_optimizer(opt, lr, state_policy=state_policy), rule, value, MeanSquaredError())
     rng = np.random.default_rng([seed, 7])
     steps, ranks, losses = [0], [trainer.ranks()], []
@@ -160,6 +156,31 @@ def teacher_run(cfg, data, rule, value, start, seed, lr=0.05, opt="sgd", state_p
             "settle": [settle_step(steps, R[:, j]) for j in range(R.shape[1])],
             "loss_first": losses[0], "loss_last100": float(np.mean(losses[-100:])),
             "theta_last": list(info.thetas), "tail_last": list(info.tails)}
+
+
+def student(widths, start, seed, spectrum="halfnormal", scale=1.0):
+    """The student network of :func:`teacher_run`, float64, before training."""
+    from dlrt_ref.nn import mlp
+
+    net = mlp(list(widths), ranks=[start] * (len(widths) - 2) + [None], seed=100 + seed, dtype=np.float64,
+              spectrum="halfnormal" if spectrum == "unit" else spectrum)
+    set_spectrum(net, spectrum, scale)
+    return net
+
+
+def add_predicted(teacher: dict) -> None:
+    """Add ``predicted`` to every relative-rule teacher run: the ranks that truncating its initial S alone gives.
+
+    Deterministic (the student's seed, start, spectrum and scale; no data, no training);
+    None for the other rules.
+    """
+    for r in teacher["runs"]:
+        r["predicted"] = None
+        if r["rule"] == "relative":
+            v = VARIANTS[r["variant"]]
+            net = student(teacher["widths"], teacher["starts"][r["start"]], r["seed"], v.get("spectrum", "halfnormal"),
+                          v.get("scale", 1.0))
+            r["predicted"] = [predicted_ranks(l.S, r["value"], 2, l.rank)[0] for l in net.lowrank_layers()]
 
 
 def part_teacher(cfg) -> dict:
@@ -185,9 +206,11 @@ def part_teacher(cfg) -> dict:
                 print(f"[{NAME}] teacher {variant:16s} {rule:8s} {value:<5g} {start:5s} seed {seed}: "
                       f"ranks {rec['final']} (true {list(cfg['true'])}), settle {rec['settle']}, "
                       f"loss {rec['loss_first']:.3g} -> {rec['loss_last100']:.3g}, {rec['seconds']:.1f} s", flush=True)
-    return {"widths": list(cfg["widths"]), "true": list(cfg["true"]), "starts": {"above": cfg["above"], "below": cfg["below"]},
-            "steps": cfg["steps"], "batch": cfg["batch"], "n_train": cfg["n_train"], "seeds": cfg["seeds"],
-            "variants": {k: VARIANTS[k] for k in cfg["variants"]}, "mid": MID, "runs": runs}
+    out = {"widths": list(cfg["widths"]), "true": list(cfg["true"]), "starts": {"above": cfg["above"], "below": cfg["below"]},
+           "steps": cfg["steps"], "batch": cfg["batch"], "n_train": cfg["n_train"], "seeds": cfg["seeds"],
+           "variants": {k: VARIANTS[k] for k in cfg["variants"]}, "mid": MID, "runs": runs}
+    add_predicted(out)
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -335,11 +358,16 @@ def plot(data: dict, out_dir):
                 for j in range(F.shape[1] if F.size else 0):
                     ax.plot(np.full(len(F), x + dx), F[:, j], mk, color=f"C{j}", alpha=0.7,
                             label=f"layer {j + 1}, start {start}" if (i, k) == (0, 0) else None)
+                P = [r["predicted"] for r in T["runs"] if r["variant"] == "base" and r["rule"] == rule
+                     and r["value"] == v and r["start"] == "above" and r.get("predicted")]
+                for j in range(len(P[0]) if P and start == "above" else 0):
+                    ax.plot(np.full(len(P), x - 0.3), [p[j] for p in P], "x", color=f"C{j}", markersize=7,
+                            label="initial S truncated alone (start above)" if (i, k, j) == (0, 0, 0) else None)
     for j, t in enumerate(true):
         ax.axhline(t, color=f"C{j}", linestyle=":", linewidth=2)
     ax.set_xticks(xt, labels, rotation=45, fontsize=7)
     ax.set(ylabel="final rank", title="final ranks vs rule and value (SGD 0.05, halfnormal), all seeds")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="center right")
     # row 2, middle and right: variants, one panel per layer
     variants = list(T["variants"])
     for j, ax in enumerate(axes[1, 1:]):
@@ -364,13 +392,13 @@ def plot(data: dict, out_dir):
         mk = {"mlp": "o", "mlp below": "s", "lenet5": "D"}[r["kind"]]
         ax.plot(r["predicted"], r["final"], mk, alpha=0.6, color={0.05: "C0", 0.1: "C1", 0.2: "C2"}.get(r["tau"], "C3"))
     lim = max(max(r["start"]) for r in M["runs"]) + 5
-    ax.plot([0, lim], [0, lim], "k:", linewidth=1)
+    ax.plot([1, lim], [1, lim], "k:", linewidth=1)
     for kind, mk in (("mlp", "o"), ("mlp below", "s"), ("lenet5", "D")):
         ax.plot([], [], mk, color="gray", label=kind)
     for tau, c in ((0.05, "C0"), (0.1, "C1"), (0.2, "C2")):
         ax.plot([], [], "o", color=c, label=f"τ = {tau}")
     ax.set(xlabel="rank from truncating the initial S alone (no training)", ylabel="rank after training",
-           title="MNIST: every layer, spectrum and τ", xscale="symlog", yscale="symlog")
+           title="MNIST: every layer, spectrum and τ (dotted: y = x)", xscale="log", yscale="log")
     ax.legend(fontsize=7)
     for ax, kind in zip(axes[2, 1:], ("mlp", "lenet5")):
         for r in M["runs"]:
@@ -385,7 +413,7 @@ def plot(data: dict, out_dir):
                         if j == 0 else None)
                 ax.plot([len(R) - 1], [r["predicted"][j]], "x", color=c, markersize=8)
         ax.set(xlabel="step", ylabel="rank", yscale="symlog",
-               title=f"MNIST {kind}, τ = 0.1: ranks per layer (x: predicted from the initial S)")
+               title=f"MNIST {kind}, τ = 0.1, every layer\n(x: initial S truncated alone)")
         ax.legend(fontsize=7)
     w = "-".join(map(str, T["widths"]))
     fig.suptitle(f"Rank dynamics of ra-bug. Rows 1-2: teacher-student regression {w}, teacher ranks {true}, "
