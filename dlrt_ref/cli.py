@@ -233,7 +233,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as exc:
         if debug:
             raise
-        msg = _one_line(exc) if str(exc) else "interrupted before training started; no checkpoint was written"
+        msg = _one_line(exc) if str(exc) else "interrupted"
         sys.stderr.write(f"{where}: {msg}\n")
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes

@@ -370,7 +370,10 @@ def run(args) -> int:
     else:
         sys.stderr.write(console.start_line(opts, epochs, args, data_folder) + "\n")
         sys.stderr.flush()
-    trainer, data = build(opts, data_folder)
+    try:
+        trainer, data = build(opts, data_folder)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("interrupted while loading the data, before training; no checkpoint was written")
     config = {"command": "train", "run": opts, "initial_ranks": initial_ranks(opts),
               "fit": {"epochs": epochs, "batch_size": opts["batch_size"], "seed": opts["seed"],
                       "eval_batch": DEFAULTS["eval_batch"], "divergence_factor": factor},
