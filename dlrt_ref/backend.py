@@ -31,6 +31,8 @@ __all__ = [
     "array_module",
     "to_numpy",
     "BACKEND_NAMES",
+    "scipy_linalg",
+    "use_cupy_standin",
 ]
 
 BACKEND_NAMES = ("numpy", "cupy")
@@ -72,7 +74,29 @@ class Backend:
         return f"Backend({self.name!r})"
 
 
+#: A module that plays CuPy in tests (see :func:`use_cupy_standin`); None in normal use.
+_CUPY_STANDIN: ModuleType | None = None
+
+
+def use_cupy_standin(module: ModuleType | None) -> ModuleType | None:
+    """Let ``module`` play CuPy (tests only); returns the previous stand-in, pass it back to restore.
+
+    The one hook for a test-only array module (``tests/gpu/fake_cupy.py``) that behaves
+    like CuPy where it matters (implicit conversion to NumPy raises, host
+    synchronisations are counted) so that CI catches backend leaks without a GPU.
+    While it is set, ``get_backend("cupy")``, :func:`available_backends` and
+    :func:`array_module` use it in place of the real CuPy. Its arrays must be
+    recognisable as CuPy's (their type's ``__module__`` starts with ``cupy``) and
+    offer ``.get()``, as CuPy's do. Library code never calls this.
+    """
+    global _CUPY_STANDIN
+    previous, _CUPY_STANDIN = _CUPY_STANDIN, module
+    return previous
+
+
 def _cupy_or_none() -> ModuleType | None:
+    if _CUPY_STANDIN is not None:
+        return _CUPY_STANDIN
     try:
         import cupy  # type: ignore
     except Exception:
@@ -129,10 +153,29 @@ def array_module(*arrays: Any) -> ModuleType:
     if len(mods) > 1:
         raise BackendError("mixed NumPy and CuPy arrays in one operation; move them with Backend.asarray")
     if mods == {"cupy"}:
+        if _CUPY_STANDIN is not None:
+            return _CUPY_STANDIN
         import cupy  # type: ignore
 
         return cupy
     return np
+
+
+def scipy_linalg(xp: ModuleType) -> ModuleType:
+    """SciPy's ``linalg`` for the array module ``xp``: ``scipy.linalg`` (NumPy) or ``cupyx.scipy.linalg`` (CuPy).
+
+    Used for what ``xp.linalg`` lacks, e.g. ``solve_triangular``. A CuPy stand-in
+    provides it as its attribute ``scipy_linalg``.
+    """
+    if xp is np:
+        import scipy.linalg
+
+        return scipy.linalg
+    if xp is _CUPY_STANDIN:
+        return xp.scipy_linalg
+    import cupyx.scipy.linalg  # type: ignore
+
+    return cupyx.scipy.linalg
 
 
 def to_numpy(a: Any) -> np.ndarray:

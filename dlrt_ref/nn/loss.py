@@ -13,7 +13,7 @@ and the largest term of each sum is 1, so nothing underflows to log(0).
 """
 from __future__ import annotations
 
-from dlrt_ref.backend import array_module
+from dlrt_ref.backend import array_module, to_numpy
 from dlrt_ref.nn.errors import ShapeError, check_shape
 
 __all__ = ["SoftmaxCrossEntropy"]
@@ -37,15 +37,23 @@ class SoftmaxCrossEntropy:
         if labels.dtype.kind not in "iu":
             raise ShapeError(f"{self!r}: labels must be integer class indices, got dtype {labels.dtype}")
         B, C = logits.shape
-        if B and (int(labels.min()) < 0 or int(labels.max()) >= C):
-            raise ValueError(f"{self!r}: labels must lie in [0, {C}), got range [{int(labels.min())}, {int(labels.max())}]")
         shifted = logits - logits.max(axis=1, keepdims=True)  # (B, C), max 0 per row
         logZ = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))  # (B, 1)
         logp = shifted - logZ  # (B, C) log-softmax
         rows = xp.arange(B)
+        # the label range is checked with the loss in ONE host synchronisation (on a GPU each read of a
+        # device value waits for the device); until then, index with clipped labels so nothing is out of bounds
+        loss = -logp[rows, labels.clip(0, max(C - 1, 0))].mean()
+        if B:
+            loss, lo, hi = (float(v) for v in to_numpy(xp.stack([loss.astype(xp.float64), labels.min().astype(xp.float64),
+                                                                 labels.max().astype(xp.float64)])))
+            if lo < 0 or hi >= C:
+                raise ValueError(f"{self!r}: labels must lie in [0, {C}), got range [{int(lo)}, {int(hi)}]")
+        else:
+            loss = float(to_numpy(loss))
         self.probs = xp.exp(logp)
         self._cache = (rows, labels)
-        return float(-logp[rows, labels].mean())
+        return loss
 
     def backward(self, dloss=1.0):
         if self._cache is None:

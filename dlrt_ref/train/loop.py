@@ -176,9 +176,9 @@ def _nonfinite_param(net):
         return None
     be = net_backend(net)
     flags = [be.xp.isfinite(a).all() for _, a in named]
-    if bool(be.xp.stack(flags).all()):
+    if bool(to_numpy(be.xp.stack(flags).all())):  # explicit: the one host synchronisation
         return None
-    return next(name for (name, _), f in zip(named, flags) if not bool(f))
+    return next(name for (name, _), f in zip(named, flags) if not bool(to_numpy(f)))
 
 
 def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: int = 50, out_dir=None,
