@@ -28,10 +28,21 @@ subset. For each τ and initial spectrum, the ranks that truncating the
 no training: "predicted") are compared with the ranks after training. Also the
 predicted ranks of the default init over 10 seeds.
 
-Budget: ``full`` — part 1: 234 runs (3 seeds, 2000 steps each); part 2:
-13 MLP + 6 LeNet5 runs, one seed; the wall time is recorded in the JSON.
-``quick`` — a 16-16-16-4 teacher, mid values and the base setting only, one
-seed, 60 steps; a 784-32-32-10 MLP and 2 LeNet5 steps.
+Budget: ``full`` — part 1: 216 runs (3 rules × 3 values and 9 one-factor
+variants × 3 rules, × 2 starts × 3 seeds; 1500 SGD steps of batch 64 each);
+part 2: 7 MLP + 4 LeNet5 runs of 100 steps, one seed, plus the initial-S
+truncation of every spectrum × τ and of 10 seeds (no training). Measured:
+1533 s wall on one thread of a shared, loaded 2-core machine (≈ 10 min of
+CPU). ``quick`` — a 16-16-16-4 teacher, mid values, the base setting and
+"small init", one seed, 60 steps; a 784-32-32-10 MLP (6 steps) and one
+LeNet5 step.
+
+Findings (figures/data/rank_dynamics.json; REPRODUCTION.md §10): with the
+default He-scaled initial spectrum no rule ends within ±1 of the teacher's
+ranks from above; the relative rule ends at (or, slowly, a few below) the
+ranks that truncating the initial S gives and never grows from below; the
+absolute and step rules grow from below and keep every initial direction
+from above. On MNIST the trained ranks equal the initial-S truncation.
 """
 from __future__ import annotations
 
