@@ -210,3 +210,18 @@ def test_initial_truncation_of_the_tutorial_mlp():
     out = [predicted_ranks(l.S, 0.1, 2, l.rank) for l in net.lowrank_layers()]
     assert [o[0] for o in out] == [55, 61]
     assert [len(o[1]) for o in out] == [79, 76]
+
+
+def test_figures_quick_preset(tmp_path):
+    """``figures --preset quick --only rank_dynamics`` writes the figure and a JSON with the expected parts."""
+    from dlrt_ref.cli import main
+
+    assert main(["figures", "--preset", "quick", "--only", "rank_dynamics", "--out", str(tmp_path)]) == 0
+    for f in ("rank_dynamics.png", "rank_dynamics.pdf", "data/rank_dynamics.json"):
+        assert (tmp_path / f).stat().st_size > 0
+    data = json.loads((tmp_path / "data" / "rank_dynamics.json").read_text())["data"]
+    runs = data["teacher"]["runs"]
+    assert {(r["rule"], r["start"]) for r in runs} == {(a, b) for a in ("relative", "absolute", "step")
+                                                       for b in ("above", "below")}
+    assert all(r["predicted"] is not None for r in runs if r["rule"] == "relative")
+    assert {r["kind"] for r in data["mnist"]["runs"]} == {"mlp", "mlp below", "lenet5"}
