@@ -194,7 +194,7 @@ def truncate_core(U_hat, S_hat, V_hat, **rule) -> tuple[LowRankMatrix, Truncatio
 def step_scaled_rule(rule: dict, h, *update_blocks) -> dict:
     r"""Resolve the step-scaled tolerance ``c_step=c`` into an absolute ϑ = c·h·‖Ŷ1 − Y0‖_F.
 
-    Derivation. The DLRT error bound ([SZ22] Thm. 1, of the form of [CKL22]'s) is
+    Derivation. The DLRT error bound (Schotthöfer et al. 2022, Thm. 1; of the form of [CKL22]'s) is
     ‖W(t_n) − Y_n‖ ≤ c1 ε + c2 h + c3 ϑ/h for t_n ≤ T: each step may discard up to ϑ
     and T/h steps add up. A fixed ϑ spoils the O(h) of the time stepping as h → 0, and
     ϑ = τ‖Ŝ‖ (DLRT's relative rule) is O(‖Y‖), so its ϑ/h grows like 1/h. The
