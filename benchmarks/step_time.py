@@ -26,6 +26,14 @@ and re-executes itself when they differ. (Setting them after ``import numpy``
 has no effect on OpenBLAS.) When :func:`main` is called from an importer that
 has already loaded NumPy, a mismatching ``--threads`` is an error.
 
+Backends: ``--backend cupy`` builds the networks on the GPU and synchronises the
+device around every timed step (and, for the split, around every timed library
+call — in a separate, instrumented pass so that the totals carry no extra
+synchronisations). ``--layer-ranks`` fixes the rank of every low-rank layer
+(e.g. 152,93,37 on the thesis net), ``--solver`` the truncation's solver
+(``auto``/``svd``/``gram``, :func:`dlrt_ref.lowrank.truncate`), and the truncation
+micro-benchmark times both solvers on 2r×2r cores (on CuPy also a host SVD).
+
 Run ``python benchmarks/step_time.py --help``; see ``benchmarks/README.md``.
 """
 from __future__ import annotations
@@ -87,6 +95,7 @@ if _ROOT not in sys.path:
 
 import dlrt_ref.integrators as integrators  # noqa: E402
 import dlrt_ref.lowrank as lowrank  # noqa: E402
+from dlrt_ref.backend import get_backend, to_numpy  # noqa: E402
 from dlrt_ref.nn import mlp  # noqa: E402
 from dlrt_ref.train.baselines import UVTrainer, dense_trainer  # noqa: E402
 from dlrt_ref.train.dlrt import DLRT  # noqa: E402
@@ -112,26 +121,32 @@ ORTHOS = ("householder", "cholqr2")
 class Timers:
     """Accumulated seconds and call counts of the wrapped library functions."""
 
-    def __init__(self):
+    def __init__(self, sync=None):
+        self.sync = sync or (lambda: None)
         self.reset()
 
     def reset(self):
         self.seconds = {"ortho": 0.0, "trunc": 0.0, "trunc_svd": 0.0}
-        self.calls = {"ortho": 0, "trunc": 0, "trunc_svd": 0, "householder": 0}
+        self.calls = {"ortho": 0, "trunc": 0, "trunc_svd": 0, "householder": 0, "trunc_gram": 0}
         self.active = set()
 
 
 def _timed(fn, timers: Timers, key: str):
-    """Time ``fn`` into ``timers.seconds[key]``; a call nested in another timed call of the same key counts once."""
+    """Time ``fn`` into ``timers.seconds[key]``; a call nested in another timed call of the same key counts once.
+
+    ``timers.sync`` (the device synchronisation, on CuPy) is called before and after the call.
+    """
 
     def wrapper(*args, **kwargs):
         if key in timers.active:
             return fn(*args, **kwargs)
         timers.active.add(key)
+        timers.sync()
         t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
+            timers.sync()
             timers.seconds[key] += time.perf_counter() - t0
             timers.calls[key] += 1
             timers.active.discard(key)
@@ -168,7 +183,13 @@ def instrumented(timers: Timers):
         (lowrank, "_householder"): lowrank._householder,
     }
     ortho = _timed(lowrank.orthonormalise, timers, "ortho")
-    trunc_svd = _timed(lowrank.truncate, timers, "trunc_svd")
+
+    def truncate_counted(*args, **kwargs):  # counts the calls that took the Gram path
+        res = saved[(lowrank, "truncate")](*args, **kwargs)
+        timers.calls["trunc_gram"] += getattr(res, "solver", "svd") == "gram"
+        return res
+
+    trunc_svd = _timed(truncate_counted, timers, "trunc_svd")
     householder = _counted(lowrank._householder, timers, "householder")
     try:
         lowrank.orthonormalise = integrators.orthonormalise = ortho
@@ -217,6 +238,16 @@ def machine_facts(threads) -> dict:
     }
 
 
+def device_name(be) -> str:
+    """The GPU's name (CuPy), e.g. "NVIDIA H200"."""
+    try:
+        props = be.xp.cuda.runtime.getDeviceProperties(0)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception as e:  # pragma: no cover - only on odd CuPy builds
+        return f"unknown ({e!r})"
+
+
 def check_load(wait_quiet: float, per_core: float = 0.5) -> list:
     """Warn when the 1-min load exceeds ``per_core`` per core; optionally wait up to ``wait_quiet`` s for quiet."""
     ncpu = os.cpu_count() or 1
@@ -237,15 +268,22 @@ def check_load(wait_quiet: float, per_core: float = 0.5) -> list:
 # Networks and trainers
 # --------------------------------------------------------------------------- #
 def layer_ranks(widths, r) -> list:
-    """Rank per weight layer: min(r, ⌊min(m, n)/2⌋) (room to augment to 2r), classifier dense (None)."""
+    """Rank per weight layer: min(r, ⌊min(m, n)/2⌋) (room to augment to 2r), classifier dense (None).
+
+    ``r`` may be a list with one rank per low-rank layer (``--layer-ranks``), used as given.
+    """
     pairs = list(zip(widths[:-1], widths[1:]))
+    if isinstance(r, (list, tuple)):
+        if len(r) != len(pairs) - 1:
+            raise SystemExit(f"step_time.py: --layer-ranks needs {len(pairs) - 1} ranks for widths {widths}, got {r}")
+        return [int(x) for x in r] + [None]
     return [max(1, min(r, min(m, n) // 2)) for m, n in pairs[:-1]] + [None]
 
 
-def make_trainer(method, widths, r, dtype, ortho, lr, seed=0):
+def make_trainer(method, widths, r, dtype, ortho, lr, seed=0, backend="numpy", solver="auto"):
     """A fresh network and its trainer. ra-bug/parallel at constant rank: per layer τ = 0, r_min = r_max = r_l."""
     ranks = None if method == "dense" else layer_ranks(widths, r)
-    net = mlp(widths, ranks=ranks, dtype=dtype, seed=seed)
+    net = mlp(widths, ranks=ranks, dtype=dtype, seed=seed, backend=backend)
     opt = SGD(lr)
     if method == "dense":
         return dense_trainer(net, opt)
@@ -254,42 +292,62 @@ def make_trainer(method, widths, r, dtype, ortho, lr, seed=0):
     tr = DLRT(net, opt, method=method, tau=0.0, r_min=1, ortho=ortho)
     if method in integrators.ADAPTIVE:
         # the same truncation code path as a τ-run, with r_min = r_max = the layer's rank: the rank stays fixed
-        tr._rule = lambda layer: dict(tau=0.0, r_min=layer.rank, r_max=layer.rank, compat_2022=False)
+        tr._rule = lambda layer: dict(tau=0.0, r_min=layer.rank, r_max=layer.rank, compat_2022=False, solver=solver)
     return tr
 
 
-def batch(widths, B, dtype, seed=0):
+def batch(widths, B, dtype, seed=0, be=None):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((B, widths[0])).astype(dtype)
     y = rng.integers(0, widths[-1], size=B)
+    if be is not None:
+        return be.asarray(x), be.asarray(y)
     return x, y
 
 
-def measure(trainer, x, y, warmup, repeats, timers, profile_top=0) -> dict:
-    """Median step time and its split; tracemalloc peak of one extra step."""
+def measure(trainer, x, y, warmup, repeats, timers, profile_top=0, device=False) -> dict:
+    """Median step time and its split; tracemalloc peak of one extra step (host backends only).
+
+    On a device (``device=True``, ``timers.sync`` synchronises it) the totals come from plain
+    steps between two synchronisations, and the split from a second, instrumented set of
+    steps (whose per-call synchronisations would otherwise inflate the totals).
+    """
+    sync = timers.sync
     for _ in range(warmup):
         trainer.step(x, y)
     totals, orthos, truncs, svds, passes = [], [], [], [], []
+    if device:
+        for _ in range(repeats):
+            sync()
+            t0 = time.perf_counter()
+            info = trainer.step(x, y)
+            sync()
+            totals.append(time.perf_counter() - t0)
+            passes.append(info.passes)
     with instrumented(timers):
         for _ in range(repeats):
             gc.collect()
             timers.reset()
+            sync()
             t0 = time.perf_counter()
             info = trainer.step(x, y)
-            totals.append(time.perf_counter() - t0)
+            sync()
+            if not device:
+                totals.append(time.perf_counter() - t0)
+                passes.append(info.passes)
             orthos.append(timers.seconds["ortho"])
             truncs.append(timers.seconds["trunc"])
             svds.append(timers.seconds["trunc_svd"])
-            passes.append(info.passes)
         calls = dict(timers.calls)
-    # memory: one untimed step under tracemalloc
-    gc.collect()
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    tracemalloc.reset_peak()
-    trainer.step(x, y)
-    peak = tracemalloc.get_traced_memory()[1] - base
-    tracemalloc.stop()
+    peak = -1
+    if not device:  # memory: one untimed step under tracemalloc (NumPy buffers only)
+        gc.collect()
+        tracemalloc.start()
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        trainer.step(x, y)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
     prof = None
     if profile_top:
         pr = cProfile.Profile()
@@ -302,6 +360,8 @@ def measure(trainer, x, y, warmup, repeats, timers, profile_top=0) -> dict:
     med = lambda v: 1e3 * statistics.median(v)
     total, ortho, trunc = med(totals), med(orthos), med(truncs)
     split_rest = [1e3 * (t - o - c) for t, o, c in zip(totals, orthos, truncs)]
+    if device:  # the split comes from other steps than the totals: rest = median total − median parts
+        split_rest = [total - ortho - trunc]
     return {
         "ms_median": total,
         "ms_all": [1e3 * t for t in totals],
@@ -369,6 +429,46 @@ def ortho_micro(m, ks, dtype, repeats, B) -> list:
 
 
 # --------------------------------------------------------------------------- #
+# Micro-benchmark of the truncation's solvers
+# --------------------------------------------------------------------------- #
+def truncation_micro(be, ks, dtype, repeats) -> list:
+    """``truncate(S, rank=k/2)`` of a k×k ra-bug-like core (diag(σ) block + update) by each solver.
+
+    On CuPy also "host-svd": the core copied to the host, NumPy's SVD, the kept factors copied back.
+    """
+    rng = np.random.default_rng(2)
+    out = []
+    for k in ks:
+        r = k // 2
+        S = np.zeros((k, k))
+        S[:r, :r] = np.diag(np.sort(np.abs(rng.standard_normal(r)))[::-1] + 0.1)
+        S = (S + 0.05 * rng.standard_normal((k, k)) / np.sqrt(k)).astype(dtype)
+        Sd = be.asarray(S)
+
+        def host_svd():
+            P, s, Qh = np.linalg.svd(to_numpy(Sd))
+            return be.asarray(P[:, :r]), be.asarray(s[:r]), be.asarray(Qh[:r].T)
+
+        runs = {"svd": lambda: lowrank.truncate(Sd, rank=r, solver="svd"),
+                "gram": lambda: lowrank.truncate(Sd, rank=r, solver="gram")}
+        if be.name != "numpy":
+            runs["host-svd"] = host_svd
+        for name, f in runs.items():
+            f()  # warm-up (kernel compilation on a GPU)
+            t = []
+            for _ in range(repeats):
+                be.synchronize()
+                t0 = time.perf_counter()
+                res = f()
+                be.synchronize()
+                t.append(time.perf_counter() - t0)
+            out.append({"k": k, "solver": name, "dtype": str(np.dtype(dtype)), "backend": be.name,
+                        "ms_median": 1e3 * statistics.median(t),
+                        "path": getattr(res, "solver", name)})
+    return out
+
+
+# --------------------------------------------------------------------------- #
 # Driver
 # --------------------------------------------------------------------------- #
 def _csv(text, cast=str):
@@ -378,6 +478,12 @@ def _csv(text, cast=str):
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--network", choices=("paper", "thesis", "both"), default="both")
+    p.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
+                   help="array backend; cupy synchronises the device around every timing")
+    p.add_argument("--layer-ranks", default=None,
+                   help="comma-separated rank of every low-rank layer (e.g. 152,93,37 on the thesis net); replaces --ranks")
+    p.add_argument("--solver", default="auto", help="truncation solver(s) for ra-bug/parallel: auto, svd, gram (comma-separated)")
+    p.add_argument("--trunc-ks", default="64,160,320,640", help="core sizes k of the truncation micro-benchmark ('' to skip)")
     p.add_argument("--ranks", default="5,10,20,40,80,160,320", help="comma-separated ranks (capped per layer at ⌊min(m,n)/2⌋)")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--ortho", default="householder", help="householder, cholqr2 or both comma-separated (DLRT methods)")
@@ -396,57 +502,77 @@ def parse_args(argv):
     args.ranks = _csv(args.ranks, int)
     args.methods = _csv(args.methods)
     args.ortho = _csv(args.ortho)
+    args.solver = _csv(args.solver)
+    args.trunc_ks = _csv(args.trunc_ks, int)
+    if args.layer_ranks:
+        args.ranks = [_csv(args.layer_ranks, int)]
     bad = [m for m in args.methods if m not in METHODS] + [o for o in args.ortho if o not in ORTHOS]
-    if bad or not args.ranks or min(args.ranks) < 1 or args.repeats < 1 or args.warmup < 0:
-        p.error(f"bad --methods/--ortho/--ranks/--repeats/--warmup: {bad or ''}")
+    bad += [v for v in args.solver if v not in lowrank.TRUNCATION_SOLVERS]
+    flat = [x for r in args.ranks for x in (r if isinstance(r, list) else [r])]
+    if bad or not args.ranks or min(flat) < 1 or args.repeats < 1 or args.warmup < 0:
+        p.error(f"bad --methods/--ortho/--solver/--ranks/--repeats/--warmup: {bad or ''}")
     if args.quick:
-        args.ranks = [r for r in args.ranks if r <= 4] or [2, 4]
+        if not args.layer_ranks:
+            args.ranks = [r for r in args.ranks if r <= 4] or [2, 4]
         args.repeats, args.warmup = min(args.repeats, 1), min(args.warmup, 1)
         args.micro_ranks = "4,8"
+        args.trunc_ks = [k for k in args.trunc_ks if k <= 16] or [8, 16]
     args.micro_ranks = _csv(args.micro_ranks, int)
     return args
 
 
 def run(args) -> dict:
     dtype = np.dtype(args.dtype)
+    be = get_backend(args.backend)
+    device = be.name != "numpy"
     networks = ["paper", "thesis"] if args.network == "both" else [args.network]
     load_start = check_load(args.wait_quiet)
     doc = {
         "benchmark": "step_time",
         "machine": machine_facts(args.threads),
+        "backend": be.name,
         "config": {"network": networks, "ranks": args.ranks, "methods": args.methods, "ortho": args.ortho,
+                   "solver": args.solver, "backend": be.name,
                    "repeats": args.repeats, "warmup": args.warmup, "dtype": str(dtype), "lr": args.lr,
                    "quick": args.quick, "constant_rank": "ra-bug/parallel: tau=0, r_min=r_max=layer rank",
                    "timer_split": "ortho = orthonormalise; trunc = truncate_core (SVD + basis products); "
                                   "gemm_rest = total - ortho - trunc"},
         "load_before": load_start,
         "ortho_micro": [],
+        "truncation_micro": [],
         "networks": {},
     }
-    if not args.no_micro:
+    if device:
+        doc["machine"]["device"] = device_name(be)
+    if not args.no_micro and not device:
         m = 64 if args.quick else 5120
         doc["ortho_micro"] = ortho_micro(m, args.micro_ranks, dtype, max(3, args.repeats), 8 if args.quick else 500)
-    timers = Timers()
+    if args.trunc_ks:
+        doc["truncation_micro"] = truncation_micro(be, args.trunc_ks, dtype, max(3, args.repeats))
+    timers = Timers(be.synchronize if device else None)
     for name in networks:
         spec = (QUICK if args.quick else NETWORKS)[name]
         widths, B = spec["widths"], spec["batch"]
-        x, y = batch(widths, B, dtype)
+        x, y = batch(widths, B, dtype, be=be)
         rows = []
         dense_ms = None
         configs = []
         if "dense" in args.methods:
-            configs.append(("dense", None, None))
+            configs.append(("dense", None, None, None))
         for r in args.ranks:
             for method in args.methods:
                 if method == "dense":
                     continue
                 for ortho in (args.ortho if method in ("ra-bug", "bug", "ksl", "parallel") else [None]):
-                    configs.append((method, r, ortho))
-        for method, r, ortho in configs:
+                    for solver in (args.solver if method in integrators.ADAPTIVE else [None]):
+                        configs.append((method, r, ortho, solver))
+        for method, r, ortho, solver in configs:
             la0 = load()
-            trainer = make_trainer(method, widths, r, dtype, ortho or "householder", args.lr)
-            res = measure(trainer, x, y, args.warmup, args.repeats, timers, args.profile)
-            res.update(method=method, rank=r, ortho=ortho, layer_ranks=None if r is None else layer_ranks(widths, r),
+            trainer = make_trainer(method, widths, r, dtype, ortho or "householder", args.lr, backend=be.name,
+                                   solver=solver or "auto")
+            res = measure(trainer, x, y, args.warmup, args.repeats, timers, args.profile, device=device)
+            res.update(method=method, rank=r, ortho=ortho, solver=solver,
+                       layer_ranks=None if r is None else layer_ranks(widths, r),
                        param_bytes=param_bytes(trainer.net), load_before=la0, load_after=load())
             if method == "dense":
                 dense_ms = res["ms_median"]
@@ -462,15 +588,17 @@ def run(args) -> dict:
     return doc
 
 
-HEADER = (f"{'net':6} {'method':9} {'ortho':11} {'rank':>4} {'ms/step':>9} {'x dense':>8} {'ortho':>8} "
+HEADER = (f"{'net':6} {'method':9} {'ortho':11} {'solver':6} {'rank':>11} {'ms/step':>9} {'x dense':>8} {'ortho':>8} "
           f"{'trunc':>7} {'gemm+':>9} {'pass':>4} {'peak MB':>8} {'load':>5}")
 
 
 def _row_text(net, r) -> str:
     ratio = "" if r["ratio_to_dense"] is None else f"{r['ratio_to_dense']:.3f}"
-    return (f"{net:6} {r['method']:9} {(r['ortho'] or '-'):11} {str(r['rank'] or '-'):>4} {r['ms_median']:9.1f} "
-            f"{ratio:>8} {r['ortho_ms']:8.1f} {r['trunc_ms']:7.1f} {r['gemm_rest_ms']:9.1f} {r['passes']:4d} "
-            f"{r['peak_traced_bytes'] / 2**20:8.1f} {r['load_before'][0]:5.2f}")
+    rank = "-" if r["rank"] is None else (",".join(map(str, r["rank"])) if isinstance(r["rank"], list) else str(r["rank"]))
+    peak = "-" if r["peak_traced_bytes"] < 0 else f"{r['peak_traced_bytes'] / 2**20:.1f}"
+    return (f"{net:6} {r['method']:9} {(r['ortho'] or '-'):11} {(r.get('solver') or '-'):6} {rank:>11} "
+            f"{r['ms_median']:9.2f} {ratio:>8} {r['ortho_ms']:8.2f} {r['trunc_ms']:7.2f} {r['gemm_rest_ms']:9.2f} "
+            f"{r['passes']:4d} {peak:>8} {r['load_before'][0]:5.2f}")
 
 
 def print_micro(rows):
@@ -483,6 +611,15 @@ def print_micro(rows):
               f"{r['orth_err_fro']:9.1e} {r['gemm_X_at_A_ms']:8.2f}")
 
 
+def print_trunc_micro(rows):
+    if not rows:
+        return
+    print(f"\ntruncate(S, rank=k/2) of a k×k core ({rows[0]['dtype']}, {rows[0]['backend']}), median ms")
+    print(f"{'k':>5} {'solver':9} {'ms':>9} {'path':>5}")
+    for r in rows:
+        print(f"{r['k']:5d} {r['solver']:9} {r['ms_median']:9.2f} {r['path']:>5}")
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     _ensure_threads(argv, reexec=False)
@@ -490,6 +627,7 @@ def main(argv=None) -> int:
     print(HEADER, flush=True)
     doc = run(args)
     print_micro(doc["ortho_micro"])
+    print_trunc_micro(doc["truncation_micro"])
     print(f"\nload average before {doc['load_before']}, after {doc['load_after']}; "
           f"cpus {doc['machine']['cpu_count']}; threads env {doc['machine']['thread_env']}")
     for row in (r for n in doc["networks"].values() for r in n["results"]):

@@ -372,7 +372,8 @@ class _Stream:
 
 
 cuda = types.SimpleNamespace(Stream=types.SimpleNamespace(null=_Stream()),
-                             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+                             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1,
+                                                           getDeviceProperties=lambda i: {"name": b"fake_cupy (CPU stand-in)"}))
 
 
 def __getattr__(attr):  # module-level: every other numpy name, run on the device
