@@ -248,19 +248,18 @@ def orthonormalise_after(Q, A, method: str = "householder", threshold: Optional[
       R22 = P Σ Z^*; Ũ = Q2 P[:, :k'] with k' = #{σ_j > δ}. Ũ is a rotation of
       Householder columns, so orthonormal and ⟂ Q to eps whatever A is. If no
       direction is dropped, Ũ = Q2 (the trailing Q factor of [Q | A], as before).
-    * ``"cholqr2"``: GEMMs only when W is well-conditioned and clearly of full
-      rank: W by block classical Gram–Schmidt with re-orthogonalisation
-      (W = A − QQ^*A, twice), then CholeskyQR2 of W. The rank is read from the
-      eigenvalues of the Gram matrix W^*W (k×k): only if
-      λ_min ≥ 100·k·eps·λ_max (so λ_min is accurate and κ(W) ≤ 0.1/√(k·eps),
-      CholeskyQR2's stable range) and √λ_min > δ, else — and whenever
-      CholeskyQR2's own guard fails — the Householder form above decides. (The
-      diagonal of a Cholesky factor does not reveal rank: a rank-deficient W
-      can pass that guard and return columns that overlap Q.)
+    * ``"cholqr2"``: GEMMs and k×k factorisations when W is well-conditioned and of
+      full numerical rank: W by block classical Gram–Schmidt with re-orthogonalisation
+      (W = A − QQ^*A, twice), then CholeskyQR2, W = Ũ R. The result is accepted only
+      after checking it: σ_min(R) > δ (with Ũ orthonormal, σ(R) = σ(W)),
+      ‖Ũ^*Ũ − I‖_F ≤ 4·eps·k and ‖Q^*Ũ‖_F ≤ 2·eps·(q + k). Otherwise — a
+      rank-deficient W can pass CholeskyQR2's own guard (the diagonal of a Cholesky
+      factor does not reveal rank) and return columns that overlap Q — the
+      Householder form above decides. When accepted, Ũ is exactly CholeskyQR2(W).
 
-    The rank decision is made on the host: two synchronisations per call on a GPU
-    (‖A‖_F, then the Gram eigenvalues or the singular values of R22), three when the
-    cholqr2 test fails and the Householder form decides.
+    The rank decision is made on the host: on a GPU, one synchronisation for ‖A‖_F,
+    plus one for the checks of the cholqr2 path (and CholeskyQR2's own guard), plus
+    one for the singular values of R22 when the Householder form decides.
     """
     xp = array_module(Q, A)
     q, k = Q.shape[1], A.shape[1]
@@ -270,11 +269,17 @@ def orthonormalise_after(Q, A, method: str = "householder", threshold: Optional[
     if method == "cholqr2" and q + k <= Q.shape[0] and k > 0:
         W = A - Q @ (_H(Q) @ A)  # (m, q) @ (q, m) @ (m, k) -> (m, k)
         W = W - Q @ (_H(Q) @ W)  # second pass (CGS2): W ⟂ Q to round-off
-        lam = to_numpy(xp.linalg.eigvalsh(_H(W) @ W))  # (k,) ascending, of the (k, k) Gram matrix
-        eps = float(np.finfo(W.real.dtype).eps)
-        if lam[0] >= 100 * k * eps * lam[-1] and np.sqrt(max(lam[0], 0.0)) > delta:
-            Q2 = _cholesky_qr2_or_none(W)  # (m, k)
-            if Q2 is not None:
+        Q2 = _cholesky_qr2_or_none(W)  # (m, k)
+        if Q2 is not None:
+            eps = float(np.finfo(Q2.real.dtype).eps)
+            R = _H(Q2) @ W  # (k, m) @ (m, k) -> (k, k): W = Q2 R
+            checks = xp.concatenate([
+                xp.linalg.svd(R, compute_uv=False)[-1:].real,  # σ_min(R) = σ_min(W)
+                xp.linalg.norm(_H(Q2) @ Q2 - xp.eye(k, dtype=Q2.dtype)).reshape(1),  # (k, k)
+                xp.linalg.norm(_H(Q) @ Q2).reshape(1),  # (q, m) @ (m, k) -> (q, k)
+            ])
+            s_min, e_orth, e_perp = (float(c) for c in to_numpy(checks))  # one host synchronisation
+            if s_min > delta and e_orth <= 4 * eps * k and e_perp <= 2 * eps * (q + k):
                 return Q2
     Qf, R = xp.linalg.qr(xp.concatenate([Q, A], axis=1))  # (m, p) (p, q + k), p = min(m, q + k)
     Q2, R22 = Qf[:, q:], R[q:, q:]  # (m, p − q), (p − q, k): A's coordinates in Q2
