@@ -43,32 +43,34 @@ echo "gpu_check: device '$DEVICE', backend $BACKEND, work folder $W" >&2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} MPLBACKEND=Agg PYTHONDONTWRITEBYTECODE=1 DLRT_TUTORIAL_OUT=$W/tutorial_out
 
 stage() {  # stage NAME TIMEOUT_S COMMAND...: run, log to $W/NAME.log, record rc and seconds
+  # SIGINT first: pytest then still writes its JUnit XML with the tests done so far
   local name=$1 limit=$2; shift 2
-  local s=$(date +%s.%N)
-  timeout --kill-after=10 "$limit" "$@" >"$W/$name.log" 2>&1
+  local s=$(date +%s%N)
+  timeout --signal=INT --kill-after=10 "$limit" "$@" >"$W/$name.log" 2>&1
   local rc=$?
-  local e=$(date +%s.%N)
-  echo "$name $rc $(echo "$e - $s" | bc) $limit" >>"$W/stages.txt"
-  echo "gpu_check: $name rc=$rc ($(printf '%.0f' "$(echo "$e - $s" | bc)") s of $limit s)" >&2
+  local ms=$(( ($(date +%s%N) - s) / 1000000 ))
+  echo "$name $rc $((ms / 1000)).$(printf '%03d' $((ms % 1000))) $limit" >>"$W/stages.txt"
+  echo "gpu_check: $name rc=$rc ($((ms / 1000)) s of $limit s)" >&2
 }
 
 if [ "$DRY" = 0 ]; then
-  # 1. parity (tests marked gpu: layers, integrators, DLRT steps, an MNIST epoch) — also warms CuPy's kernel cache
-  stage parity 90 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/gpu --junitxml="$W/parity.xml"
+  # 1. parity (tests marked gpu: layers, integrators, DLRT steps, an MNIST epoch); it also compiles CuPy's kernels
+  #    (cached in ~/.cupy), which on a fresh machine takes a good part of its time
+  stage parity 120 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/gpu --junitxml="$W/parity.xml"
   # 2. the rest of the suite's CuPy cases (the backend fixture's "cupy" parameter)
   stage gpu_tests 40 "$PY" -m pytest -q -p no:cacheprovider tests --ignore=tests/gpu -k cupy --junitxml="$W/gpu_tests.xml"
   # 3. step time: paper net (784-5120x4-10, batch 500) at rank 80, every method; truncation solvers on 2r cores
-  stage bench_paper 70 "$PY" benchmarks/step_time.py --backend cupy --network paper --ranks 80 \
+  stage bench_paper 60 "$PY" benchmarks/step_time.py --backend cupy --network paper --ranks 80 \
       --methods dense,ra-bug,bug,ksl,parallel,uv --ortho cholqr2 --solver auto --repeats 5 --warmup 2 \
       --trunc-ks 64,160,320,640 --out "$W/bench_paper.json"
   # 4. step time: thesis net (784-500-300-100-10, batch 256) at ranks [152, 93, 37]; Gram vs SVD truncation
-  stage bench_thesis 40 "$PY" benchmarks/step_time.py --backend cupy --network thesis --layer-ranks 152,93,37 \
+  stage bench_thesis 35 "$PY" benchmarks/step_time.py --backend cupy --network thesis --layer-ranks 152,93,37 \
       --methods dense,ra-bug,bug,ksl,parallel,uv --ortho cholqr2 --solver gram,svd --repeats 5 --warmup 2 \
       --trunc-ks "" --out "$W/bench_thesis.json"
   # 5. tutorial 07 (NumPy and CuPy side by side)
-  stage tutorial07 40 "$PY" tutorials/07_gpu_backend.py
+  stage tutorial07 35 "$PY" tutorials/07_gpu_backend.py
   # 6. the README's MLP, 5 epochs of MNIST, ra-bug tau = 0.1, end to end (data loading included)
-  stage mnist5 75 "$PY" -m dlrt_ref train --backend cupy --model mlp --method ra-bug --tau 0.1 --epochs 5 \
+  stage mnist5 65 "$PY" -m dlrt_ref train --backend cupy --model mlp --method ra-bug --tau 0.1 --epochs 5 \
       --log-every 0 --json --out "$W/mnist_run"
 else
   stage parity 60 "$PY" -m pytest -q -p no:cacheprovider tests/gpu/test_gpu_parity.py -k "loss_parity and stand" \

@@ -163,7 +163,7 @@ def _cholesky_qr2_or_none(A):
     of the Cholesky factor *with its sign*: NumPy raises ``LinAlgError`` for a Gram
     matrix that is not positive definite, but CuPy (by default) does not — cuSOLVER's
     potrf leaves the non-positive pivot (or NaN) on the diagonal, which the test
-    ``min(diag) > 0.1·√eps·max(diag)`` rejects (an ``abs`` would let it pass).
+    ``min(diag) > 0.1·√eps·max(diag)`` rejects whatever its magnitude.
     """
     xp = array_module(A)
     solve_triangular = scipy_linalg(xp).solve_triangular

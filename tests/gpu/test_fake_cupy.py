@@ -118,8 +118,13 @@ def test_cholqr2_guard_catches_cupy_style_cholesky_failure(fake):
     rng = np.random.default_rng(0)
     A = rng.standard_normal((30, 6))
     A[:, 5] = A[:, 4]  # rank 5
-    Q = to_numpy(orthonormalise(be.asarray(A), "cholqr2"))
-    np.testing.assert_allclose(Q.T @ Q, np.eye(6), atol=1e-12)
+    # κ = 1e12: far outside CholeskyQR2's range (κ² = 1e24 > 1/eps), the Cholesky factor is garbage
+    B = np.linalg.qr(rng.standard_normal((30, 6)))[0] @ np.diag(np.logspace(0, -12, 6)) @ \
+        np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    for M in (A, B):
+        Q = to_numpy(orthonormalise(be.asarray(M), "cholqr2"))
+        np.testing.assert_allclose(Q.T @ Q, np.eye(6), atol=1e-12)
+        assert np.linalg.norm(M - Q @ (Q.T @ M)) <= 1e-12 * np.linalg.norm(M)  # span(M) ⊆ span(Q)
     assert fake.violations == []
 
 
@@ -230,3 +235,18 @@ def test_truncate_reads_the_device_once(fake):
     S[1, 1] = np.float32(np.nan)
     with pytest.raises(ValueError, match="NaN"):
         truncate(S, tau=0.1)
+
+
+@pytest.mark.parametrize("kind", ["dense", "uv"])
+def test_baseline_step_on_the_stand_in(fake, kind):
+    """The dense and UVᵀ baselines: one host synchronisation per step (the loss)."""
+    from dlrt_ref.train.baselines import UVTrainer, dense_trainer
+
+    net = mlp(WIDTHS, ranks=None if kind == "dense" else RANKS, backend="cupy", seed=0)
+    tr = dense_trainer(net, Adam(0.01)) if kind == "dense" else UVTrainer(net, Adam(0.01))
+    x, y = _batch(np.float32)
+    tr.step(x, y)
+    fake.reset()
+    tr.step(x, y)
+    assert fake.violations == [] and len(fake.syncs) == 1, fake.sync_sites()
+    assert all(_is_device(a) for layer in net.layers for a in layer.params.values())
