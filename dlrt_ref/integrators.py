@@ -26,8 +26,9 @@ layer ℓ and calls ``drive(generators, serve=one_pass)``. Each generator runs
 until its first ``yield``: ``Request(t=0, Y=Y0, flows={"K", "L", "S"})``.
 ``drive`` collects one such request per layer and calls ``serve``, which sets
 every layer to its requested point Y, runs one forward and backward pass on the
-batch, updates the dense parameters (the request serves an S-flow), and returns
-per layer the lazy field F = −Δᵀ X (``layer.grad_op``). ``drive`` sends each F
+batch, keeps the dense parameters' gradients (the request serves an S-flow; they
+take their step after the last pass), and returns per layer the lazy field
+F = −Δᵀ X (``layer.grad_op``). ``drive`` sends each F
 back into its generator, which resumes after the ``yield``: the K-step
 ``substep(flow=k_flow(V0, F0), ...)`` computes K1 from ``F0 @ V0``, the L-step L1
 from ``F0.H @ U0``, :func:`augment` builds Û, V̂, the S-step uses ``F0.core(Û, V̂)``
