@@ -68,6 +68,7 @@ def run_side(root, cfg, threads):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", required=True, help="path of the other checkout (e.g. a git worktree of the old commit)")
+    p.add_argument("--new", default=ROOT, help="path of the checkout to compare (default: this one)")
     p.add_argument("--widths", default="784,500,300,100,10")
     p.add_argument("--ranks", default="152,93,37")
     p.add_argument("--batch", type=int, default=256)
@@ -82,12 +83,13 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     base_commit = subprocess.run(["git", "-C", a.base, "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip()
-    new_commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
+    new_commit = subprocess.run(["git", "-C", a.new, "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True).stdout.strip())
+    dirty = subprocess.run(["git", "-C", a.new, "status", "--porcelain", "--untracked-files=no", "--", "dlrt_ref"],
+                           capture_output=True, text=True).stdout.split("\n")
+    dirty = [line.strip() for line in dirty if line.strip()]
     doc = {"benchmark": "step_speedup", "base": {"path": a.base, "commit": base_commit},
-           "new": {"path": ROOT, "commit": new_commit, "uncommitted_changes": dirty}, "threads": a.threads,
+           "new": {"path": a.new, "commit": new_commit, "uncommitted_library_changes": dirty}, "threads": a.threads,
            "cpu_count": os.cpu_count(), "results": []}
     t_start = time.time()
     for ortho in a.ortho.split(","):
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
             ms = {"base": [], "new": []}
             ranks = {}
             for _ in range(a.rounds):
-                for side, root in (("base", a.base), ("new", ROOT)):
+                for side, root in (("base", a.base), ("new", a.new)):
                     res = run_side(root, cfg, a.threads)
                     ms[side] += res["ms"]
                     ranks[side] = res["ranks"]
