@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from json_helpers import json_numbers
+from tests.helpers.json_numbers import json_numbers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "benchmarks", "step_time.py")

@@ -269,6 +269,6 @@ savefig(fig, "02_error_vs_step_size")
 #    by increments) you get back $Y_0$ to rounding error: the adjoint of KSL is LSK (Lubich & Oseledets
 #    2014, Sec. 3.3), and Strang (`strang_step` with $h$, then $-h$) is reversible by itself. Now try
 #    `ksl_step` with $-h$ instead: it does *not* return $Y_0$ (the splitting error is $O(h^2)$), and
-#    neither does `bug_step` (tests/test_core_properties.py, tests/test_integrators_properties.py).
+#    neither does `bug_step` (tests/core/test_core_properties.py, tests/core/test_integrators_properties.py).
 # 4. Count field evaluations per step (`StepResult.evaluations`) for `ksl`, `strang`, `bug`.
 #    Which integrator would you pick when one evaluation is a full pass over a data batch?

@@ -27,7 +27,7 @@ NAME = "ode_convergence"
 PANELS = (("increments r=10", 10, True), ("increments r=20", 20, True), ("derivative r=10", 10, False))
 STEPS = {"quick": [4, 16, 64], "full": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]}
 CAP = 1e2  # errors above this (or non-finite) are drawn at CAP
-# the integrators of the committed figure (midpoint-bug, added later, is tested in tests/test_core_properties.py)
+# the integrators of the committed figure (midpoint-bug, added later, is tested in tests/core/test_core_properties.py)
 METHODS = ("ksl", "lsk", "strang", "bug", "ra-bug", "parallel", "naive")
 
 

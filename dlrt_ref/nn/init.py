@@ -45,7 +45,7 @@ the 784-500-500-10 MLP at r = 250 with a flat S); "linear" stops at 82, the defa
 "halfnormal" at 51–65 (10 seeds, both layers), "gaussian-product" at 51–52; small
 layers (LeNet5's convolutions, r = 10 and 25) stay near their caps. Measured against
 training and against a teacher with known ranks in ``experiments/rank_dynamics.py``
-(figures/rank_dynamics.png; tests/test_rank_dynamics.py).
+(figures/rank_dynamics.png; tests/experiments/test_rank_dynamics.py).
 
 The *scale* is chosen so that
 
@@ -61,7 +61,7 @@ the expected Frobenius norm of the dense initialisation above. For an input
 with He (ReLU) or Glorot (tanh) initialisation, whatever the rank. For ReLU and
 r = 20 in a 500×500 layer this gives :math:`s_0 \dots s_{19} \approx 9.1 \dots 4.8`
 with ``"linear"`` and medians :math:`\approx 12.6 \dots 3.6` with the default
-``"halfnormal"`` (over seeds; tests/test_rank_dynamics.py). A unit-scale
+``"halfnormal"`` (over seeds; tests/experiments/test_rank_dynamics.py). A unit-scale
 :math:`S = I` would instead shrink the signal by
 :math:`\sqrt{r/(2 n_\text{out})} \approx 0.14` per such layer. Neither published
 code starts from :math:`S = I`: the thesis code (Zangrando 2022) draws r sorted

@@ -54,7 +54,7 @@ basis. With ``T = Bᴴ B'`` (old × new; for S one such matrix per side,
 
     the same map as for the second moment, whose entries are per-coordinate
     scales (averages of |g|²), not vectors. Consequences, each tested in
-    ``tests/test_train_optim.py``:
+    ``tests/train/test_train_optim.py``:
 
     1. an old direction kept (b'_j = ±b_i, a column of T is ±e_i) continues
        exactly as if the basis had not changed (m, v, c₁, c₂ carried over);

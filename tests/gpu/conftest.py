@@ -3,15 +3,10 @@
 ``HAVE_GPU`` is decided once, at collection, before any stand-in is installed.
 Tests marked ``gpu`` skip cleanly without CuPy and a GPU.
 """
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import fake_cupy  # noqa: E402
-from dlrt_ref.backend import available_backends  # noqa: E402
+from dlrt_ref.backend import available_backends
+from tests.gpu import fake_cupy
 
 HAVE_GPU = "cupy" in available_backends()
 

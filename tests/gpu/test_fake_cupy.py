@@ -40,7 +40,7 @@ together (one sync per side instead of three); that is left to the owner of
 import numpy as np
 import pytest
 
-import fake_cupy
+from tests.gpu import fake_cupy
 from dlrt_ref.backend import available_backends, get_backend, to_numpy
 from dlrt_ref.integrators import INTEGRATORS
 from dlrt_ref.lowrank import LowRankMatrix, orthonormalise, truncate

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-import fake_cupy
+from tests.gpu import fake_cupy
 from dlrt_ref.backend import available_backends
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

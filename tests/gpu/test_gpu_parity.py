@@ -24,7 +24,7 @@ by signs or rotations within degenerate subspaces.
 import numpy as np
 import pytest
 
-import fake_cupy
+from tests.gpu import fake_cupy
 from dlrt_ref.backend import get_backend, to_numpy
 from dlrt_ref.integrators import INTEGRATORS, Increments
 from dlrt_ref.lowrank import LowRankMatrix

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.integrate import solve_ivp
 
-from dlra_helpers import EPS, GenericField, H, dense, draw, fro, lowrank, orth, run, skew, slope, step
+from tests.helpers.dlra import EPS, GenericField, H, dense, draw, fro, lowrank, orth, run, skew, slope, step
 from dlrt_ref.integrators import augmented_galerkin_stages, drive, integrate
 from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.ode.fields import SylvesterField
@@ -89,7 +89,7 @@ def test_solution_discarded_is_the_squared_truncation_error(method):
 @given(seed=seeds, m=st.integers(4, 12), n=st.integers(4, 12), r=st.integers(1, 2), cplx=st.booleans(),
        h=st.sampled_from([0.2, 0.05]))
 def test_ksl_composed_with_itself_is_not_reversible(seed, m, n, r, cplx, h):
-    """With exact sub-flows LSK(−h)∘KSL(h) = id (tests/test_integrators_properties.py); KSL(−h)∘KSL(h) ≠ id:
+    """With exact sub-flows LSK(−h)∘KSL(h) = id (tests/core/test_integrators_properties.py); KSL(−h)∘KSL(h) ≠ id:
     the adjoint of KSL is LSK, not KSL. Sylvester field with a rank-raising C, so the splitting matters."""
     rng = np.random.default_rng(seed)
     F = SylvesterField(draw(rng, (m, m), cplx) / np.sqrt(m), draw(rng, (n, n), cplx) / np.sqrt(n), draw(rng, (m, n), cplx))

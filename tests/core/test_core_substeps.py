@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dlra_helpers import H, orth
+from tests.helpers.dlra import H, orth
 from dlrt_ref.substeps import SubFlow, exact_linear, solve_subflow
 
 

@@ -25,7 +25,7 @@ from dlrt_ref.synthetic import teacher_student
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.optim import SGD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = dict(widths=(32, 32, 32, 6), true=(4, 8), above=16, below=2, n_train=1024, batch=32, steps=300, every=10)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from dlrt_ref.cli import main
 from dlrt_ref.experiments import EXPERIMENTS
-from json_helpers import json_numbers
+from tests.helpers.json_numbers import json_numbers
 
 NAMES = ["fc_tau_sweep", "rank_evolution", "lenet_tau", "acc_vs_cr", "dlrt_vs_uv", "finetune",
          "timings_paper", "timings_thesis", "tf2022_emulation"]

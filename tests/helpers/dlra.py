@@ -1,4 +1,4 @@
-"""Shared construction helpers for the DLRA property tests (not a test module).
+"""Shared construction helpers for the DLRA property tests (``tests.helpers.dlra``; not a test module).
 
 Structure (sizes, dtype, seed) is drawn by hypothesis in the tests; the bulk
 values come from ``numpy.random.default_rng(seed)`` here. Everything is built
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg as sla
+from hypothesis import HealthCheck, settings
 
 from dlrt_ref.backend import get_backend, to_numpy
 from dlrt_ref.integrators import ADAPTIVE, INTEGRATORS
@@ -36,6 +37,13 @@ def draw(rng, shape, cplx):
 
 def orth(rng, m, r, cplx):
     return np.linalg.qr(draw(rng, (m, r), cplx))[0]
+
+
+def orth_err(Q, ord="fro") -> float:
+    """‖QᴴQ − I‖ (Frobenius, or ``ord=2`` for the spectral norm), computed on the host in double precision."""
+    Q = to_numpy(Q)
+    Q = Q.astype(np.result_type(Q.dtype, np.float64))
+    return float(np.linalg.norm(H(Q) @ Q - np.eye(Q.shape[1]), ord))
 
 
 def unitary(rng, r, cplx):
@@ -123,6 +131,4 @@ def expm(A):
 
 def fixture_settings(**kw):
     """settings for @given tests that use the (stateless) ``backend`` fixture."""
-    from hypothesis import HealthCheck, settings
-
     return settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], **kw)

@@ -8,7 +8,7 @@ from dlrt_ref.integrators import STAGES, INTEGRATORS, ADAPTIVE, run_stages
 from dlrt_ref.substeps import Request, drive, get_substep
 from dlrt_ref.lowrank import LowRankMatrix
 
-from dlra_helpers import GenericField, lowrank
+from tests.helpers.dlra import GenericField, lowrank
 
 
 def test_request_names_its_flows():

@@ -6,7 +6,7 @@ import pytest
 
 from dlrt_ref.cli import main
 from dlrt_ref.experiments import EXPERIMENTS, select
-from json_helpers import json_numbers
+from tests.helpers.json_numbers import json_numbers
 
 
 def test_quick_ode_figures(tmp_path, capsys):

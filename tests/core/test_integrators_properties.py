@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dlra_helpers import (
+from tests.helpers.dlra import (
     ALL_METHODS, BUG_FAMILY, EPS, GenericField, H, dense, draw, expm, fixture_settings, fro, lowrank,
-    orth, skew, step,
+    orth, orth_err, skew, step,
 )
 from dlrt_ref.backend import to_numpy
 from dlrt_ref.integrators import Increments
@@ -40,11 +40,6 @@ def _opts(method, adaptive_rule):
     return {"tau": 1e-3}
 
 
-def _orth_err(Q) -> float:
-    Q = to_numpy(Q)
-    return fro(H(Q) @ Q - np.eye(Q.shape[1]))
-
-
 # --------------------------------------------------------------------------- #
 @fixture_settings(max_examples=20)
 @given(shape=shapes, cplx=cplxs, seed=seeds, method=methods, h=hs, ortho=st.sampled_from(["householder", "cholqr2"]),
@@ -59,8 +54,8 @@ def test_factors_stay_orthonormal_after_every_step(backend, shape, cplx, seed, m
         Y = step(method, F, k * h, Y, h, substep, ortho=ortho, **_opts(method, rule)).Y
         assert Y.U.shape[0] == m and Y.V.shape[0] == n and Y.S.shape == (Y.rank, Y.rank)
         tol = 50 * EPS * max(m, n)
-        assert _orth_err(Y.U) <= tol, (method, k)
-        assert _orth_err(Y.V) <= tol, (method, k)
+        assert orth_err(Y.U) <= tol, (method, k)
+        assert orth_err(Y.V) <= tol, (method, k)
 
 
 @fixture_settings(max_examples=15)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from dlra_helpers import EPS, H, fro, lowrank, orth
+from tests.helpers.dlra import EPS, H, fro, lowrank, orth
 from dlrt_ref.integrators import augment, parallel_bug_step, ra_bug_step
 from dlrt_ref.lowrank import LowRankMatrix, augment_threshold, orthonormalise_after
 from dlrt_ref.operators import OuterProductOperator

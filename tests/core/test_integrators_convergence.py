@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.integrate import solve_ivp
 
-from dlra_helpers import EPS, GenericField, H, dense, draw, expm, fro, lowrank, orth, run, slope, step
+from tests.helpers.dlra import EPS, GenericField, H, dense, draw, expm, fro, lowrank, orth, run, slope, step
 from dlrt_ref.lowrank import LowRankMatrix, best_rank_r, tangent_project
 from dlrt_ref.ode.fields import SylvesterField
 from dlrt_ref.ode.problems import lsq, schrodinger, sylvester

@@ -26,7 +26,7 @@ import pytest
 from dlrt_ref.cli import main
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # One child script for the three runs of the SIGKILL test (same process setup, so the same BLAS threads):
 #   full OUT       -- uninterrupted, 3 epochs, final weights to OUT/final.npz
