@@ -11,11 +11,12 @@ and ``run(args) -> int``. This file dispatches and applies one exit policy:
   stderr (``--debug`` shows the full traceback instead);
 * exit 130: interrupted (Ctrl-C); one line saying where the last checkpoint is.
 
-``--threads N`` (BLAS/OpenMP threads) must take effect before NumPy is loaded,
-so :func:`main` reads it from the raw argument list and sets the usual
-environment variables (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``,
-``MKL_NUM_THREADS``, ...) before any command module is imported. This file
-therefore imports nothing that loads NumPy at module level.
+The exceptions of this policy live in ``dlrt_ref/errors.py``: the commands
+import them from there, so no command imports this file back. ``--threads N``
+(BLAS/OpenMP threads) must take effect before NumPy is loaded, so :func:`main`
+hands the raw argument list to ``dlrt_ref.threads.set_threads`` before any
+command module is imported. This file therefore imports nothing that loads
+NumPy at module level.
 """
 from __future__ import annotations
 
@@ -25,31 +26,21 @@ import os
 import sys
 import warnings
 
+from dlrt_ref import __version__
+# errors.py and threads.py import nothing that loads NumPy; the names stay importable from here
+from dlrt_ref.errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, CommandError, UsageError  # noqa: F401
+from dlrt_ref.threads import add_threads_argument, apply_threads, describe_threads, set_threads  # noqa: F401
+from dlrt_ref.threads import threads_info  # noqa: F401
+
 # command name -> (module, one-line help)
 COMMANDS = {
     "ode": ("dlrt_ref.ode.cli", "integrate a matrix ODE with a low-rank integrator"),
     "train": ("dlrt_ref.train.cli", "train a network with DLRT or a baseline"),
     "evaluate": ("dlrt_ref.train.evaluate", "evaluate a training checkpoint on the test set (no training)"),
-    "figures": ("dlrt_ref.figures_cli", "regenerate figures and their JSON data"),
+    "figures": ("dlrt_ref.experiments.cli", "regenerate figures and their JSON data"),
 }
 # commands that accept --threads (the others run small problems)
 THREADED = ("train", "evaluate", "figures", "ode")
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-               "NUMEXPR_NUM_THREADS")
-MAX_DEFAULT_THREADS = 4
-EXIT_USAGE, EXIT_RUNTIME, EXIT_INTERRUPTED = 2, 1, 130
-
-
-class UsageError(ValueError):
-    """A bad command-line value detected after parsing (exit code 2)."""
-
-
-class CommandError(RuntimeError):
-    """A runtime failure with a ready one-line message (exit code 1), e.g. divergence or an interrupted run."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_RUNTIME):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def prog_name() -> str:
@@ -64,94 +55,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-# ----------------------------------------------------------------------------- threads (before NumPy)
-
-def default_threads() -> tuple:
-    """(threads, reason): min(cores, 4), lowered by the 1-minute load average so that a busy machine gets fewer.
-
-    BLAS threads that compete with other processes for cores slow NumPy down a
-    lot (on a busy 2-core machine the quickstart took over 400 s with 2 threads
-    against 26 s with 1), so the default is ``max(1, min(cores, 4) - ⌊load⌋)``
-    clipped to ``cores - ⌊load⌋`` idle cores.
-    """
-    cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        load = 0.0
-    idle = max(1, cores - int(load))
-    n = max(1, min(cores, MAX_DEFAULT_THREADS, idle))
-    return n, f"auto: {cores} cores, load {load:.1f}"
-
-
-def _scan_threads(argv):
-    """The value of ``--threads`` in ``argv`` (a string), or None. Malformed values are left to argparse."""
-    for i, a in enumerate(argv):
-        if a == "--":
-            break
-        if a == "--threads" and i + 1 < len(argv):
-            return argv[i + 1]
-        if a.startswith("--threads="):
-            return a.split("=", 1)[1]
-    return None
-
-
-def apply_threads(argv) -> dict:
-    """Set the BLAS/OpenMP thread variables from ``--threads`` (or a safe default) before NumPy loads.
-
-    Returns a description for the start line: ``{"threads": n, "source": ..., "applied": bool}``.
-    ``applied`` is False when NumPy was already imported in this process (an in-process call,
-    e.g. from tests), where the variables can no longer change the BLAS thread count.
-    """
-    applied = "numpy" not in sys.modules
-    given = _scan_threads(argv)
-    if given is not None:
-        try:
-            n = int(given)
-        except ValueError:
-            return {"threads": None, "source": "invalid", "applied": False}  # argparse reports it
-        if n < 1:
-            return {"threads": None, "source": "invalid", "applied": False}
-        source = "--threads"
-    else:
-        env = next((v for v in THREAD_VARS if os.environ.get(v, "").strip().isdigit()), None)
-        if env is not None:
-            return {"threads": int(os.environ[env]), "source": f"from ${env}", "applied": True}  # set before NumPy
-        n, source = default_threads()
-    if applied:
-        for var in THREAD_VARS:
-            os.environ[var] = str(n)
-    return {"threads": n, "source": source, "applied": applied}
-
-
-def add_threads_argument(p) -> None:
-    """``--threads N``, for commands that do heavy linear algebra (read early by :func:`apply_threads`)."""
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="BLAS/OpenMP threads, set before NumPy loads (default: min(cores, 4) lowered by the "
-                        "load average; an existing OMP_NUM_THREADS/OPENBLAS_NUM_THREADS is respected)")
-
-
-def threads_info() -> dict:
-    """What :func:`apply_threads` decided in this process (for the start line)."""
-    return dict(_THREADS)
-
-
-_THREADS: dict = {"threads": None, "source": "not set", "applied": False}
-
-
-def describe_threads() -> str:
-    t = _THREADS
-    if t["threads"] is None:
-        return "threads: not set"
-    note = "" if t["applied"] else ", NumPy already loaded: not applied"
-    return f"threads {t['threads']} ({t['source']}{note})"
-
-
 # ----------------------------------------------------------------------------- parser and dispatch
 
 def _version() -> str:
-    from dlrt_ref import __version__
-
     return f"dlrt-ref {__version__}"
 
 
@@ -202,8 +108,7 @@ def main(argv=None) -> int:
     """Run one command; returns the exit code (see the module docstring for the policy)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
-    _THREADS.clear()
-    _THREADS.update(apply_threads(argv))  # before any command module imports NumPy
+    set_threads(argv)  # before any command module imports NumPy
     prog = prog_name()
     try:
         parser = build_parser()

@@ -9,7 +9,7 @@ Each module ``dlrt_ref.experiments.<name>`` provides
     draw it into ``out_dir/<name>.png`` and ``out_dir/<name>.pdf``
     (use :func:`dlrt_ref.experiments.plotting.save`).
 
-``python -m dlrt_ref figures`` (:mod:`dlrt_ref.figures_cli`) runs them and
+``python -m dlrt_ref figures`` (:mod:`dlrt_ref.experiments.cli`) runs them and
 writes ``data/<name>.json`` beside the figures. To add an experiment, add
 its module and one line to :data:`EXPERIMENTS`.
 """

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from dlrt_ref.cli import UsageError
+from dlrt_ref.errors import UsageError
 from dlrt_ref.integrators import ADAPTIVE, INTEGRATORS, integrate
 from dlrt_ref.ode.problems import PROBLEMS, make_problem
 from dlrt_ref.substeps import SUBSTEPS

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrt_ref.errors import CommandError, UsageError
+from dlrt_ref.threads import threads_info
 from dlrt_ref.train import console
 
 # The one place for tuning defaults (the lead tunes these).
@@ -129,21 +131,15 @@ def add_arguments(p) -> None:
     a("--json", action="store_true", help="print one final JSON object on stdout")
 
 
-def _usage(msg):
-    from dlrt_ref.cli import UsageError
-
-    return UsageError(msg)
-
-
 def _parse_widths(text) -> list:
     try:
         widths = [int(w) for w in str(text).split(",")]
     except ValueError:
-        raise _usage(f"--widths must be comma-separated integers, got {text!r}") from None
+        raise UsageError(f"--widths must be comma-separated integers, got {text!r}") from None
     if len(widths) < 2 or min(widths) < 1:
-        raise _usage(f"--widths needs at least two positive widths, got {text!r}")
+        raise UsageError(f"--widths needs at least two positive widths, got {text!r}")
     if widths[0] != 784 or widths[-1] != 10:
-        raise _usage(f"--widths must start with 784 (MNIST pixels) and end with 10 (classes), got {text!r}")
+        raise UsageError(f"--widths must start with 784 (MNIST pixels) and end with 10 (classes), got {text!r}")
     return widths
 
 
@@ -151,10 +147,10 @@ def _parse_validation(text):
     text = str(text)
     if text == "last" or text.startswith("last:"):
         if text.startswith("last:") and not text[5:].isdigit():
-            raise _usage(f"--validation last:K needs an integer K, got {text!r}")
+            raise UsageError(f"--validation last:K needs an integer K, got {text!r}")
         return text
     if not text.isdigit():
-        raise _usage(f"--validation must be K, 'last' or 'last:K', got {text!r}")
+        raise UsageError(f"--validation must be K, 'last' or 'last:K', got {text!r}")
     return int(text)
 
 
@@ -165,7 +161,7 @@ def resolve(args) -> dict:
         from dlrt_ref.train.checkpoint import CheckpointError, read_manifest
 
         if not Path(args.resume).exists():  # a wrong path is a usage error (2); a damaged file a runtime one (1)
-            raise _usage(f"--resume: checkpoint {args.resume!r} does not exist")
+            raise UsageError(f"--resume: checkpoint {args.resume!r} does not exist")
         manifest = read_manifest(args.resume)
         try:
             saved = dict(manifest["config"]["run"])
@@ -180,7 +176,7 @@ def resolve(args) -> dict:
         saved.setdefault("theta", None)
         for k, v in given.items():
             if v != saved.get(k):
-                raise _usage(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {saved.get(k)}; "
+                raise UsageError(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {saved.get(k)}; "
                              "a resumed run keeps its options")
         run = dict(saved)
     else:
@@ -202,37 +198,37 @@ def resolve(args) -> dict:
 
 def _check(run) -> None:
     if run["model"] == "lenet5" and run["widths"] is not None:
-        raise _usage("--widths is for --model mlp")
+        raise UsageError("--widths is for --model mlp")
     if run["model"] == "mlp":
         _parse_widths(run["widths"])
     _parse_validation(run["validation"])
     adaptive = run["method"] in ADAPTIVE_METHODS
     if run["tau"] is not None and not adaptive:
-        raise _usage(f"--tau applies to {'/'.join(ADAPTIVE_METHODS)}, not to --method {run['method']}")
+        raise UsageError(f"--tau applies to {'/'.join(ADAPTIVE_METHODS)}, not to --method {run['method']}")
     if run["tol_rule"] != "relative" and not (adaptive and run["theta"] is not None):
-        raise _usage(f"--tol-rule {run['tol_rule']} needs --method {'/'.join(ADAPTIVE_METHODS)} and --theta")
+        raise UsageError(f"--tol-rule {run['tol_rule']} needs --method {'/'.join(ADAPTIVE_METHODS)} and --theta")
     if run["theta"] is not None and not (run["tol_rule"] != "relative" and math.isfinite(run["theta"]) and run["theta"] >= 0):
-        raise _usage(f"--theta (a finite number >= 0) applies to --tol-rule absolute/step, got {run['theta']}")
+        raise UsageError(f"--theta (a finite number >= 0) applies to --tol-rule absolute/step, got {run['theta']}")
     if run["compat_2022_truncation"] and not adaptive:
-        raise _usage(f"--compat-2022-truncation applies to {'/'.join(ADAPTIVE_METHODS)} only")
+        raise UsageError(f"--compat-2022-truncation applies to {'/'.join(ADAPTIVE_METHODS)} only")
     if run["tau"] is not None and not (math.isfinite(run["tau"]) and 0 <= run["tau"] < 1):
-        raise _usage(f"--tau must be in [0, 1) (it is relative: ϑ = τ‖σ‖), got {run['tau']}")
+        raise UsageError(f"--tau must be in [0, 1) (it is relative: ϑ = τ‖σ‖), got {run['tau']}")
     if run["seed"] < 0:
-        raise _usage(f"--seed must be >= 0, got {run['seed']}")
+        raise UsageError(f"--seed must be >= 0, got {run['seed']}")
     if not (math.isfinite(run["lr"]) and run["lr"] > 0):
-        raise _usage(f"--lr must be a finite positive number, got {run['lr']}")
+        raise UsageError(f"--lr must be a finite positive number, got {run['lr']}")
     for k in ("batch_size", "rank", "r_min", "r_max", "subset", "test_subset"):
         if run[k] is not None and run[k] < 1:
-            raise _usage(f"--{k.replace('_', '-')} must be >= 1, got {run[k]}")
+            raise UsageError(f"--{k.replace('_', '-')} must be >= 1, got {run[k]}")
     if run["r_max"] is not None and run["r_max"] < run["r_min"]:
-        raise _usage(f"--r-max ({run['r_max']}) must be >= --r-min ({run['r_min']})")
+        raise UsageError(f"--r-max ({run['r_max']}) must be >= --r-min ({run['r_min']})")
     if run["method"] == "dense" and (run["rank"] is not None or run["r_max"] is not None):
-        raise _usage("--rank/--r-max do not apply to --method dense")
+        raise UsageError("--rank/--r-max do not apply to --method dense")
     _check_sizes(run)
     from dlrt_ref.backend import available_backends
 
     if run["backend"] not in available_backends():
-        raise _usage(f"--backend {run['backend']} is not available here (available: {available_backends()})")
+        raise UsageError(f"--backend {run['backend']} is not available here (available: {available_backends()})")
 
 
 def _check_sizes(run) -> None:
@@ -241,13 +237,13 @@ def _check_sizes(run) -> None:
     v = _parse_validation(run["validation"])
     k = v if isinstance(v, int) else (int(v[5:]) if v.startswith("last:") else 10000)
     if k >= n_train:
-        raise _usage(f"--validation {run['validation']} leaves no training images (MNIST has {n_train}); "
+        raise UsageError(f"--validation {run['validation']} leaves no training images (MNIST has {n_train}); "
                      f"use at most {n_train - 1}")
     if run["subset"] is not None and run["subset"] > n_train - k:
-        raise _usage(f"--subset {run['subset']} is larger than the {n_train - k} training images left after "
+        raise UsageError(f"--subset {run['subset']} is larger than the {n_train - k} training images left after "
                      f"--validation {run['validation']}")
     if run["test_subset"] is not None and run["test_subset"] > n_test:
-        raise _usage(f"--test-subset {run['test_subset']} is larger than the {n_test} MNIST test images")
+        raise UsageError(f"--test-subset {run['test_subset']} is larger than the {n_test} MNIST test images")
 
 
 def _layer_shapes(run) -> list:
@@ -311,13 +307,13 @@ def mnist_path(data_dir):
     else:
         root, what = Path(data_dir), "--data-dir"
     if not root.is_dir():
-        raise _usage(f"{what} {root} is not a folder")
+        raise UsageError(f"{what} {root} is not a folder")
     folder = mnist_folder(root)
     if folder is None and fashion_folder(root) == root:
-        raise _usage(f"{what} {root} holds Fashion-MNIST; train and evaluate use MNIST (its files in {root} or "
+        raise UsageError(f"{what} {root} holds Fashion-MNIST; train and evaluate use MNIST (its files in {root} or "
                      f"{root / 'mnist'})")
     if folder is None:
-        raise _usage(f"{what} {root} holds no MNIST IDX files (train-images-idx3-ubyte[.gz] and the other three, "
+        raise UsageError(f"{what} {root} holds no MNIST IDX files (train-images-idx3-ubyte[.gz] and the other three, "
                      f"in it or in {root / 'mnist'})")
     return folder
 
@@ -337,24 +333,22 @@ def build(run, path=None):
 
 
 def run(args) -> int:
-    from dlrt_ref.cli import CommandError, threads_info
-
     opts = resolve(args)
     epochs = args.epochs if args.epochs is not None else DEFAULTS["epochs"]
     log_every = args.log_every if args.log_every is not None else DEFAULTS["log_every"]
     factor = args.divergence_factor if args.divergence_factor is not None else DEFAULTS["divergence_factor"]
     if epochs < 0:
-        raise _usage(f"--epochs must be >= 0, got {epochs}")
+        raise UsageError(f"--epochs must be >= 0, got {epochs}")
     if log_every < 0 or (args.checkpoint_every is not None and args.checkpoint_every < 1):
-        raise _usage("--log-every must be >= 0 and --checkpoint-every >= 1")
+        raise UsageError("--log-every must be >= 0 and --checkpoint-every >= 1")
     if not (math.isfinite(factor) and factor >= 0) or 0 < factor <= 1:
-        raise _usage(f"--divergence-factor must be 0 (off) or a finite number > 1, got {factor}")
+        raise UsageError(f"--divergence-factor must be 0 (off) or a finite number > 1, got {factor}")
     if args.resume:
         from dlrt_ref.train.checkpoint import read_manifest
 
         done = read_manifest(args.resume)["position"]["epoch"]  # readable: resolve() read it
         if epochs <= done:
-            raise _usage(f"--resume {args.resume} has completed {done} epoch(s); --epochs is the new total and must "
+            raise UsageError(f"--resume {args.resume} has completed {done} epoch(s); --epochs is the new total and must "
                          f"be more than {done} (got {epochs})")
     console.check_out(args)
     data_folder = mnist_path(args.data_dir)

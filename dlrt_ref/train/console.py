@@ -12,26 +12,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dlrt_ref.errors import CommandError, UsageError
+from dlrt_ref.threads import describe_threads
+
 __all__ = ["check_out", "writable", "start_line", "final_line"]
-
-
-def _usage(msg):
-    from dlrt_ref.cli import UsageError
-
-    return UsageError(msg)
 
 
 def check_out(args) -> None:
     """Refuse an --out that is a file, or that holds another run (unless --overwrite, or --resume of that run)."""
     if args.checkpoint_every and not args.out:
-        raise _usage("--checkpoint-every needs --out")
+        raise UsageError("--checkpoint-every needs --out")
     if args.overwrite and not args.out:
-        raise _usage("--overwrite needs --out")
+        raise UsageError("--overwrite needs --out")
     if not args.out:
         return
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise _usage(f"--out {out} is a file; give a folder")
+        raise UsageError(f"--out {out} is a file; give a folder")
     if not out.is_dir():
         return
     existing = [name for name in ("checkpoint.npz", "results.json", "config.json") if (out / name).exists()]
@@ -40,13 +37,11 @@ def check_out(args) -> None:
     if args.resume and Path(args.resume).resolve().parent == out.resolve():
         return  # continuing the run that lives there
     resume = (f", or --resume {out / 'checkpoint.npz'} to continue it" if "checkpoint.npz" in existing else "")
-    raise _usage(f"--out {out} already holds a run ({', '.join(existing)}); add --overwrite to replace it{resume}")
+    raise UsageError(f"--out {out} already holds a run ({', '.join(existing)}); add --overwrite to replace it{resume}")
 
 
 def writable(out: Path) -> None:
     """Create --out and prove it writable now, not after the data is loaded (exit 1 with one line otherwise)."""
-    from dlrt_ref.cli import CommandError
-
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test.{os.getpid()}"
@@ -58,8 +53,6 @@ def writable(out: Path) -> None:
 
 def start_line(opts, epochs, args, data_folder) -> str:
     """One line stating what is about to run: model, method, options, data, threads and output folder."""
-    from dlrt_ref.cli import describe_threads
-
     from dlrt_ref.train.cli import MNIST_SIZES, _parse_validation
 
     n_train, n_test = MNIST_SIZES["train"], MNIST_SIZES["test"]

@@ -23,6 +23,8 @@ import json
 import sys
 import time
 
+from dlrt_ref.errors import UsageError
+
 
 def add_arguments(p) -> None:
     p.add_argument("checkpoint", help="a checkpoint.npz written by 'train --out' (or the folder holding it)")
@@ -39,7 +41,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from dlrt_ref.cli import UsageError
     from dlrt_ref.train import cli as train_cli
     from dlrt_ref.train.checkpoint import read_manifest
 

@@ -35,7 +35,7 @@ def test_no_arguments_means_quick_into_figures_quick():
     from pathlib import Path
 
     from dlrt_ref.cli import build_parser
-    from dlrt_ref.figures_cli import DEFAULT_OUT
+    from dlrt_ref.experiments.cli import DEFAULT_OUT
 
     args = build_parser().parse_args(["figures"])
     assert args.preset == "quick" and args.only is None and args.out is None

@@ -22,9 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from dlrt_ref.cli import UsageError
+from dlrt_ref.backend import available_backends
+from dlrt_ref.data import data_dir, set_data_dir
+from dlrt_ref.errors import CommandError, UsageError
 from dlrt_ref.experiments import EXPERIMENTS, PRESETS, load, select
 from dlrt_ref.experiments.plotting import jsonable
+from dlrt_ref.threads import describe_threads
 
 DEFAULT_OUT = {"full": Path("figures"), "quick": Path("figures/quick")}
 
@@ -54,8 +57,6 @@ def run(args) -> int:
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     if args.backend == "cupy":
-        from dlrt_ref.backend import available_backends
-
         if "cupy" not in available_backends():
             raise UsageError("backend 'cupy' is not available on this machine")
     out = args.out if args.out is not None else DEFAULT_OUT[args.preset]
@@ -70,12 +71,7 @@ def run(args) -> int:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        from dlrt_ref.cli import CommandError
-
         raise CommandError(f"--out {out} is not writable: {exc.strerror or exc}") from None
-    from dlrt_ref.cli import describe_threads
-    from dlrt_ref.data import data_dir, set_data_dir
-
     set_data_dir(args.data_dir)
     if not args.quiet:
         sys.stderr.write(f"figures: {args.preset} preset, {len(names)} experiment(s) ({', '.join(names)}); data "
