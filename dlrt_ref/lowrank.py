@@ -216,6 +216,12 @@ def orthonormalise(A, method: str = "householder"):
 
 
 AUGMENT_RTOL_FACTOR = 10.0
+GRAM_RESOLUTION_FACTOR = 10.0
+
+
+def _augment_delta(norm_A: float, q: int, k: int, eps: float) -> float:
+    """δ = 10·√(q + k)·eps·‖A‖_F (see :func:`augment_threshold`)."""
+    return AUGMENT_RTOL_FACTOR * float(np.sqrt(q + k)) * eps * norm_A
 
 
 def augment_threshold(Q, A) -> float:
@@ -228,7 +234,7 @@ def augment_threshold(Q, A) -> float:
     """
     xp = array_module(Q, A)
     eps = float(np.finfo(xp.result_type(Q.dtype, A.dtype)).eps)
-    return AUGMENT_RTOL_FACTOR * float(np.sqrt(Q.shape[1] + A.shape[1])) * eps * float(to_numpy(xp.linalg.norm(A)))  # 1 host sync
+    return _augment_delta(float(to_numpy(xp.linalg.norm(A))), Q.shape[1], A.shape[1], eps)  # 1 host sync
 
 
 def orthonormalise_after(Q, A, method: str = "householder", threshold: Optional[float] = None):
@@ -243,53 +249,120 @@ def orthonormalise_after(Q, A, method: str = "householder", threshold: Optional[
     S-step and make the result depend on round-off). So k' is the numerical
     rank of W, k' ≤ min(k, m − q), and span(A) ⊆ span([Q | Ũ]) up to δ.
 
-    * ``"householder"``: Householder QR [Q | A] = [Q | Q2] R; the block
+    * ``"householder"`` (the reference): Householder QR [Q | A] = [Q | Q2] R; the block
       R22 = Q2^* A (≤k×k) holds A's coordinates beyond span(Q). SVD
       R22 = P Σ Z^*; Ũ = Q2 P[:, :k'] with k' = #{σ_j > δ}. Ũ is a rotation of
       Householder columns, so orthonormal and ⟂ Q to eps whatever A is. If no
-      direction is dropped, Ũ = Q2 (the trailing Q factor of [Q | A], as before).
-    * ``"cholqr2"``: GEMMs and k×k factorisations when W is well-conditioned and of
-      full numerical rank: W by block classical Gram–Schmidt with re-orthogonalisation
-      (W = A − QQ^*A, twice), then CholeskyQR2, W = Ũ R. The result is accepted only
-      after checking it: σ_min(R) > δ (with Ũ orthonormal, σ(R) = σ(W)),
-      ‖Ũ^*Ũ − I‖_F ≤ 4·eps·k and ‖Q^*Ũ‖_F ≤ 2·eps·(q + k). Otherwise — a
-      rank-deficient W can pass CholeskyQR2's own guard (the diagonal of a Cholesky
-      factor does not reveal rank) and return columns that overlap Q — the
-      Householder form above decides. When accepted, Ũ is exactly CholeskyQR2(W).
+      direction is dropped, Ũ = Q2 (the trailing Q factor of [Q | A]).
+    * ``"cholqr2"`` (GEMM-based, :func:`_augment_gram`): W by block classical
+      Gram–Schmidt with re-orthogonalisation, the Gram matrix W^*W in float64 and its
+      symmetric eigen-decomposition decide the same rank k' = #{√λ_j > δ}; Ũ is formed
+      from W by GEMMs and triangular solves, projected against Q once more and passed
+      through one CholeskyQR step. Where the float64 Gram matrix cannot resolve the
+      singular values around δ (float64 data whose W has σ between δ and ~√eps₆₄·‖W‖_F),
+      the Householder form decides instead. When nothing is dropped, Ũ is the Q factor
+      of W, i.e. the Householder columns up to signs.
 
-    The rank decision is made on the host: on a GPU, one synchronisation for ‖A‖_F,
-    plus one for the checks of the cholqr2 path (and CholeskyQR2's own guard), plus
-    one for the singular values of R22 when the Householder form decides.
+    The rank decision is made on the host with one synchronisation per call: ‖A‖_F (for δ)
+    travels with R22's σ (Householder) or with the Gram eigenvalues (cholqr2); when the
+    Gram matrix cannot decide, the Householder form adds one more (its σ).
     """
-    xp = array_module(Q, A)
     q, k = Q.shape[1], A.shape[1]
     if method not in ORTHONORMALISERS:
         raise ValueError(f"unknown orthonormalisation {method!r}; expected one of {sorted(ORTHONORMALISERS)}")
-    delta = augment_threshold(Q, A) if threshold is None else float(threshold)
-    if method == "cholqr2" and q + k <= Q.shape[0] and k > 0:
-        W = A - Q @ (_H(Q) @ A)  # (m, q) @ (q, m) @ (m, k) -> (m, k)
-        W = W - Q @ (_H(Q) @ W)  # second pass (CGS2): W ⟂ Q to round-off
-        Q2 = _cholesky_qr2_or_none(W)  # (m, k)
-        if Q2 is not None:
-            eps = float(np.finfo(Q2.real.dtype).eps)
-            R = _H(Q2) @ W  # (k, m) @ (m, k) -> (k, k): W = Q2 R
-            checks = xp.concatenate([
-                xp.linalg.svd(R, compute_uv=False)[-1:].real,  # σ_min(R) = σ_min(W)
-                xp.linalg.norm(_H(Q2) @ Q2 - xp.eye(k, dtype=Q2.dtype)).reshape(1),  # (k, k)
-                xp.linalg.norm(_H(Q) @ Q2).reshape(1),  # (q, m) @ (m, k) -> (q, k)
-            ])
-            s_min, e_orth, e_perp = (float(c) for c in to_numpy(checks))  # one host synchronisation
-            if s_min > delta and e_orth <= 4 * eps * k and e_perp <= 2 * eps * (q + k):
-                return Q2
+    delta = None if threshold is None else float(threshold)
+    if method == "cholqr2" and 0 < k and q + k <= Q.shape[0]:
+        U_tilde, delta = _augment_gram(Q, A, delta)
+        if U_tilde is not None:
+            return U_tilde
+    return _augment_householder(Q, A, delta)
+
+
+def _augment_householder(Q, A, delta: Optional[float]):
+    """The Householder form of :func:`orthonormalise_after`; δ from ‖A‖_F (read with R22's σ) when None."""
+    xp = array_module(Q, A)
+    q, k = Q.shape[1], A.shape[1]
     Qf, R = xp.linalg.qr(xp.concatenate([Q, A], axis=1))  # (m, p) (p, q + k), p = min(m, q + k)
     Q2, R22 = Qf[:, q:], R[q:, q:]  # (m, p − q), (p − q, k): A's coordinates in Q2
     if R22.size == 0:
         return Q2
     P, sigma, _ = xp.linalg.svd(R22, full_matrices=False)  # (p−q, j) (j,) ; j = min(p − q, k)
-    k1 = int(np.count_nonzero(to_numpy(sigma) > delta))  # numerical rank of W
+    if delta is None:  # ‖A‖_F and σ in one host synchronisation
+        host = to_numpy(xp.concatenate([xp.linalg.norm(A).astype(sigma.dtype).reshape(1), sigma]))
+        delta = _augment_delta(float(host[0]), q, k, float(np.finfo(xp.result_type(Q.dtype, A.dtype)).eps))
+        sigma_h = host[1:]
+    else:
+        sigma_h = to_numpy(sigma)  # one host synchronisation
+    k1 = int(np.count_nonzero(sigma_h > delta))  # numerical rank of W
     if k1 == Q2.shape[1]:
         return Q2  # nothing dropped: the Householder columns themselves
     return Q2 @ P[:, :k1]  # (m, p − q) @ (p − q, k1) -> (m, k1)
+
+
+def _augment_gram(Q, A, delta: Optional[float]):
+    """The GEMM-based form of :func:`orthonormalise_after` (``"cholqr2"``): returns (Ũ, δ), or (None, δ) to let
+    the Householder form decide.
+
+    1. W = (I − QQ^*)A, twice (CGS2; Giraud et al. 2005): W ⟂ Q up to ~eps·‖A‖.
+    2. G = W^*W in float64 (k×k; W is exact in float64 when it is float32) and G = Z Λ Z^*
+       (symmetric eigen-decomposition). σ_j(W) = √λ_j up to the resolution
+       s_res = √((m + k)·eps₆₄·Σλ) (rounding of G and of the eigen-solver, ≥ both's bounds
+       in practice). The decision k' = #{√λ_j > δ} is taken when every σ is resolved or
+       below δ: 10·s_res ≤ δ (always for float32 data with m + k ≤ 64(q + k), since
+       Σλ = ‖W‖_F² ≤ ‖A‖_F²), or √λ_min ≥ 10·s_res (well-conditioned W, float64 too).
+       Otherwise (None, δ): the Householder form decides.
+    3. Ũ₀ = W R^{-1} with R^*R = G (Cholesky) when k' = k — the Q factor of W — else
+       Ũ₀ = W Z_k' Λ_k'^{-1/2}, in float64. Its orthonormality error is ≲ s_res²/δ² ≤ 1e-2
+       (κ(R)² eps₆₄ or the eigen-residual divided by λ_min), and its overlap with Q is
+       ≲ eps‖A‖/δ ≤ 0.1/√(q+k) (step 1's residual divided by the smallest kept σ).
+    4. Ũ₁ = (I − QQ^*)Ũ₀ (in the working precision), then one CholeskyQR step with the
+       Gram matrix in float64: Ũ = Ũ₁ R₁^{-1}. Ũ₁ is within ~1e-2 of orthonormal, so this
+       step is at working precision: ‖Ũ^*Ũ − I‖ and ‖Q^*Ũ‖ are O(eps), like Householder's.
+
+    One host synchronisation: the eigenvalues with ‖A‖_F. Cost on the thesis net (m ≤ 784,
+    k ≤ 152, float32): GEMMs and k×k factorisations, ~4× less than the Householder QR of
+    [Q | A] (``benchmarks/README.md``, issue 14).
+    """
+    xp = array_module(Q, A)
+    solve_triangular = scipy_linalg(xp).solve_triangular
+    dt = xp.result_type(Q.dtype, A.dtype)
+    m, q, k = Q.shape[0], Q.shape[1], A.shape[1]
+    wide = xp.complex128 if np.dtype(dt).kind == "c" else xp.float64
+    W = A - Q @ (_H(Q) @ A)  # (m, q) @ (q, m) @ (m, k) -> (m, k)
+    W = W - Q @ (_H(Q) @ W)  # second pass (CGS2): W ⟂ Q to round-off
+    W64 = W.astype(wide)  # (m, k)
+    G = _H(W64) @ W64  # (k, m) @ (m, k) -> (k, k), float64
+    try:
+        lam, Z = xp.linalg.eigh(G)  # ascending: (k,), (k, k)
+    except Exception:  # LinAlgError: NaN/inf in A (NumPy); the Householder form reports it as before
+        return None, delta
+    parts = [lam] if delta is not None else [xp.linalg.norm(A).astype(xp.float64).reshape(1), lam]
+    host = to_numpy(xp.concatenate(parts))  # the one host synchronisation: ‖A‖_F with the eigenvalues
+    if delta is None:
+        delta = _augment_delta(float(host[0]), q, k, float(np.finfo(dt).eps))
+    if not np.isfinite(host).all():
+        return None, delta  # CuPy returns NaN for non-finite input: the Householder form reports it
+    lam_h = host[-k:]
+    s = np.sqrt(np.maximum(lam_h, 0.0))  # σ(W), ascending
+    s_res = float(np.sqrt((m + k) * np.finfo(np.float64).eps * max(float(lam_h.sum()), 0.0)))
+    if not (GRAM_RESOLUTION_FACTOR * s_res <= delta or s[0] >= GRAM_RESOLUTION_FACTOR * s_res):
+        return None, delta  # σ near δ that the float64 Gram matrix cannot resolve: Householder decides
+    k1 = int(np.count_nonzero(s > delta))  # numerical rank of W, the same rule as the Householder form
+    if k1 == 0:
+        return xp.zeros((m, 0), dtype=dt), delta
+    if k1 == k:  # nothing dropped: the Q factor of W, W = Ũ₀ R with R = L^*, G = L L^*
+        L = xp.linalg.cholesky(G)  # (k, k) lower
+        # (W R^{-1})^T = conj(L)^{-1} W^T: a lower-triangular solve (k, k) \ (k, m)
+        U0 = solve_triangular(L.conj(), W64.T, lower=True, check_finite=False).T  # (m, k)
+    else:  # the eigen-directions of the k1 largest λ, descending
+        Zk = Z[:, k - k1:][:, ::-1]  # (k, k1)
+        U0 = W64 @ (Zk / xp.sqrt(lam[k - k1:][::-1]))  # (m, k) @ (k, k1) -> (m, k1): W z_j / σ_j
+    U1 = U0.astype(dt)
+    U1 = U1 - Q @ (_H(Q) @ U1)  # (m, q) @ (q, m) @ (m, k1): re-projection, removes the O(eps‖A‖/δ) overlap
+    U164 = U1.astype(wide)
+    L1 = xp.linalg.cholesky(_H(U164) @ U164)  # (k1, m) @ (m, k1) -> (k1, k1), ≈ I
+    U_tilde = solve_triangular(L1.conj().astype(dt), U1.T, lower=True, check_finite=False).T  # (m, k1)
+    return U_tilde, delta
 
 
 # --------------------------------------------------------------------------- #
