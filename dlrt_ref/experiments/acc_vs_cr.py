@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.train_common import load_dataset, mean_std, train_record
 
@@ -33,7 +34,16 @@ EPOCHS_FULL = 3
 PRESETS = {
     "quick": dict(crs=[0.0, 0.9, 0.98], seeds=[0], epochs=1, subset=512, test_subset=500),
     "full": dict(crs=CRS, seeds=[0], epochs=EPOCHS_FULL, subset=None, test_subset=None),
+    # [T] accuracy vs layer-wise compression / published_results.md: 10 epochs, 5 runs, all 60k images
+    "paper": dict(crs=CRS, seeds=[0, 1, 2, 3, 4], epochs=10, subset=None, test_subset=None),
 }
+KNOBS = {"epochs": ["epochs"], "seeds": ["seeds"], "subset": ["subset"]}
+KNOBS_NOTE = "fixed rank: the ranks come from the compression ratios"
+
+
+def count_runs(cfg) -> int:
+    """(dense + each cr) x seeds."""
+    return (1 + len(cfg["crs"])) * len(cfg["seeds"])
 LR, BATCH = 0.05, 128
 SHAPES = [(20, 25), (50, 500), (500, 800)]  # (m, n) of conv1, conv2, fc1
 PUBLISHED = {"dense": (98.82, 0.06), 0.0: (98.86, 0.06), 0.5: (98.60, 0.17), 0.8: (98.36, 0.17),
@@ -45,13 +55,16 @@ def layer_ranks(cr: float) -> list:
     return [min(max(int((1 - cr) * n * m / (n + m + 1)), 2), min(m, n)) for m, n in SHAPES]
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
+    budget = as_budget(preset, backend)
+    backend = budget.backend
     from dlrt_ref.nn import lenet5
     from dlrt_ref.train.baselines import dense_trainer
     from dlrt_ref.train.dlrt import DLRT
     from dlrt_ref.train.optim import SGD
 
-    cfg = PRESETS[preset]
+    cfg = configure(PRESETS, KNOBS, budget)
     results = {}
     for cr in [None] + cfg["crs"]:
         runs = []

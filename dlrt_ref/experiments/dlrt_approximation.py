@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import STYLE, as_float, pyplot, save
 from dlrt_ref.integrators import ADAPTIVE, integrate
 from dlrt_ref.ode.least_squares import least_squares
@@ -50,6 +51,9 @@ CONFIG = {
                  steps_d=[40, 320], thetas_d=list(np.logspace(-8, -1, 15)), gammas_e=list(np.logspace(-4, -1, 7)),
                  steps_e=640, sigmas_f=[10.0 ** -k for k in range(1, 11)], steps_f=100, steps_f_net=40),
 }
+PRESETS = CONFIG  # no published protocol (``--preset paper`` runs ``full``)
+KNOBS = {"seeds": ["seeds"]}
+KNOBS_NOTE = "a theorem check: step counts, not epochs, data or tau"
 
 
 def run_error(P, method: str, n_steps: int, **rule):
@@ -90,10 +94,13 @@ def _curve(P, method, steps, **rule):
     return list(errs), list(ranks)
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
-    cfg = CONFIG[preset]
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
+    budget = as_budget(preset, backend)
+    backend = budget.backend
+    cfg = configure(PRESETS, KNOBS, budget)
     t_start = time.perf_counter()
-    out = {"preset": preset, "config": cfg, "ls_args": LS_ARGS, "net_args": NET_ARGS, "small_theta": SMALL_THETA,
+    out = {"preset": budget.preset, "config": cfg, "ls_args": LS_ARGS, "net_args": NET_ARGS, "small_theta": SMALL_THETA,
            "substep": "euler", "seeds": cfg["seeds"], "wall_s_panels": {}}
 
     # A: least squares, ε = 0

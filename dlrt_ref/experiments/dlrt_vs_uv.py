@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.train_common import load_dataset, train_record
 
@@ -39,7 +40,16 @@ EPOCHS_FULL = 5
 PRESETS = {
     "quick": dict(decays=[1, 10], unit=True, seeds=[0], epochs=2, subset=384, test_subset=500),
     "full": dict(decays=[1, 2, 10], unit=True, seeds=[0, 1], epochs=EPOCHS_FULL, subset=12032, test_subset=2000),
+    # [T]/[P] DLRT vs vanilla UV^T / published_results.md: 20 epochs of all 60k images, 10 runs, full test set
+    "paper": dict(decays=[1, 2, 10], unit=True, seeds=list(range(10)), epochs=20, subset=None, test_subset=None),
 }
+KNOBS = {"epochs": ["epochs"], "seeds": ["seeds"], "subset": ["subset"]}
+KNOBS_NOTE = "fixed rank 20"
+
+
+def count_runs(cfg) -> int:
+    """arms x 2 methods x seeds."""
+    return (len(cfg["decays"]) + (2 if cfg["unit"] else 0)) * 2 * len(cfg["seeds"])
 LR, BATCH, RANK = 0.01, 128, 20
 STEPS_PER_PUBLISHED_EPOCH = 469  # 60k / 128
 UNIT_ARM = "1 unit"  # d = 1 with S = I instead of the He-scaled spectrum
@@ -50,13 +60,16 @@ PUBLISHED = {1: {"DLRT": {1: 81.0, 5: 95.1, 10: 96.9, 20: 97.81}, "UV": {1: 32.6
              10: {"DLRT": {1: 39.1, 5: 92.6, 10: 95.9, 20: 97.07}, "UV": {1: 16.0, 5: 35.9, 10: 60.3, 20: 86.24}}}
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
+    budget = as_budget(preset, backend)
+    backend = budget.backend
     from dlrt_ref.nn import lenet5
     from dlrt_ref.train.baselines import UVTrainer
     from dlrt_ref.train.dlrt import DLRT
     from dlrt_ref.train.optim import SGD
 
-    cfg = PRESETS[preset]
+    cfg = configure(PRESETS, KNOBS, budget)
     out = {}
     arms = [(str(d), d, None) for d in cfg["decays"]]
     arms += [(UNIT_ARM, 1, "unit"), (THESIS_ARM, 1, "thesis")] if cfg["unit"] else []
@@ -79,7 +92,7 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
             acc = np.array([r["test_acc"] for r in runs], dtype=float)
             out[key][method] = {"test_acc_mean": acc.mean(0).tolist(), "test_acc_std": acc.std(0).tolist(),
                                 "runs": runs}
-    steps_per_epoch = -(-cfg["subset"] // BATCH)
+    steps_per_epoch = -(-(cfg["subset"] or 60000) // BATCH)
     return {"decays": cfg["decays"], "unit_scale_arm": UNIT_ARM if cfg["unit"] else None,
             "thesis_spectrum_arm": THESIS_ARM if cfg["unit"] else None, "seeds": cfg["seeds"], "epochs": cfg["epochs"], "subset": cfg["subset"],
             "test_subset": cfg["test_subset"], "steps_per_epoch": steps_per_epoch, "rank": RANK,
@@ -88,7 +101,7 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
                           for d, p in PUBLISHED.items()},
             "published_steps_per_epoch": STEPS_PER_PUBLISHED_EPOCH,
             "budget": f"{len(arms)} arms (decays {cfg['decays']}{' + unit and thesis spectra' if cfg['unit'] else ''}) x 2 methods x {len(cfg['seeds'])} seeds x {cfg['epochs']} "
-                      f"epochs of {cfg['subset']} images ({cfg['epochs'] * steps_per_epoch} steps)"}
+                      f"epochs of {cfg['subset'] or 60000} images ({cfg['epochs'] * steps_per_epoch} steps)"}
 
 
 def plot(data: dict, out_dir):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, train_record
 
@@ -37,7 +38,18 @@ PRESETS = {
                   validation="last:500", seed=0),
     "full": dict(widths=[500, 784], taus={500: TAUS, 784: [0.07, 0.11, 0.15]}, epochs=EPOCHS_FULL,
                  subset=None, test_subset=None, validation="last", seed=0),
+    # [P] Sec. 6.1 / published_results.md "[P] Fully-connected MNIST": both widths at all 8 tau, 250 adaptive
+    # epochs on the 50k split (the 100 fixed-rank fine-tuning epochs are not part of this module), 1 run per row
+    "paper": dict(widths=[500, 784], taus=TAUS, epochs=250, subset=None, test_subset=None, validation="last",
+                  seed=0),
 }
+KNOBS = {"epochs": ["epochs"], "subset": ["subset"], "taus": ["taus"]}
+KNOBS_NOTE = "one seed per row; seed bands are issue 16 section 2"
+
+
+def count_runs(cfg) -> int:
+    """Dense + one run per tau, for each width."""
+    return sum(1 + len(cfg["taus"][d] if isinstance(cfg["taus"], dict) else cfg["taus"]) for d in cfg["widths"])
 LR, BATCH = 1e-3, 256
 
 # [P] Table 1 (published_results.md): tau -> (test acc %, ranks, eval c.r. %, train c.r. %)
@@ -78,8 +90,11 @@ def _one(d, tau, cfg, backend):
     return rec
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
-    cfg = PRESETS[preset]
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
+    budget = as_budget(preset, backend)
+    backend = budget.backend
+    cfg = configure(PRESETS, KNOBS, budget)
     out = {"config": {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v) for k, v in cfg.items()}, "optimizer": "adam", "lr": LR, "batch": BATCH,
            "method": "ra-bug (correct truncation)", "row": "epoch of minimum validation loss",
            "cr_definitions": {"cr_eval": "eval", "cr_train_paper": "train-paper"},

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import preset_name
 from dlrt_ref.experiments.ode_common import run_method
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.ode.problems import schrodinger
@@ -20,9 +21,12 @@ NAME = "ode_rank_adaptive"
 CONFIG = {"quick": dict(T=1.0, steps=50, thetas=[1e-2, 1e-4]),
           "full": dict(T=5.0, steps=500, thetas=[1e-2, 1e-3, 1e-4, 1e-5, 1e-6])}
 N_SAMPLES = 25  # error samples per run
+KNOBS_NOTE = "an ODE problem: its sizes and step counts are the experiment"
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a name or a Budget; ``paper`` runs ``full``: no published protocol)."""
+    preset = preset_name(preset)
     cfg = CONFIG[preset]
     P = schrodinger(N=100, r=10, seed=0, T=cfg["T"])
     every = max(1, cfg["steps"] // N_SAMPLES)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import preset_name
 from dlrt_ref.experiments.ode_common import error_or_none, loglog_capped, run_method
 from dlrt_ref.experiments.plotting import STYLE, pyplot, save
 from dlrt_ref.ode.problems import sylvester
@@ -23,9 +24,12 @@ NAME = "ode_robustness"
 METHODS = ("ksl", "strang", "bug", "ra-bug", "parallel", "naive")
 SIGMAS = {"quick": [1e-1, 1e-4, 1e-7, 1e-10], "full": [10.0 ** -k for k in range(1, 11)]}
 CAP = 1e2
+KNOBS_NOTE = "an ODE problem: its sizes and step counts are the experiment"
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a name or a Budget; ``paper`` runs ``full``: no published protocol)."""
+    preset = preset_name(preset)
     sigmas, r, n_steps, eps = SIGMAS[preset], 10, 100, 1e-3
     errs = {m: [] for m in METHODS}
     best = []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import preset_name
 from dlrt_ref.experiments.ode_common import run_method
 from dlrt_ref.experiments.plotting import STYLE, as_float, pyplot, save
 from dlrt_ref.ode.problems import schrodinger
@@ -26,9 +27,12 @@ RUNS = (("ksl", None), ("bug", None), ("ra-bug", 1e-3), ("ra-bug", 1e-6))
 
 def label(method, theta):
     return method if theta is None else f"{method} ϑ = {theta:g}"
+KNOBS_NOTE = "an ODE problem: its sizes and step counts are the experiment"
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a name or a Budget; ``paper`` runs ``full``: no published protocol)."""
+    preset = preset_name(preset)
     cfg = CONFIG[preset]
     P = schrodinger(N=100, r=10, seed=0, T=cfg["T"])
     n0, E0 = P.norm(P.Y0), P.energy(P.Y0)

@@ -1,7 +1,7 @@
 r"""Does DLRT find the rank? Rank dynamics against a known true rank, and on MNIST.
 
 Part 1 — teacher–student regression with a known rank. The teacher is the
-random ReLU MLP of :func:`dlrt_ref.synthetic.teacher_student` with widths
+random ReLU MLP of :func:`dlrt_ref.data.synthetic.teacher_student` with widths
 64-64-64-10 and hidden weight ranks r* = (8, 16); the student is the same
 architecture with two low-rank layers (dense classifier), trained in float64
 by ``ra-bug`` on the mean squared error to the teacher's outputs (a realisable
@@ -50,6 +50,7 @@ import time
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import jsonable, pyplot, save
 
 NAME = "rank_dynamics"
@@ -84,6 +85,9 @@ PRESETS = {
                    below=20, seeds10=10)),
 }
 MNIST_LR, MNIST_OPT = 1e-3, "adam"
+# no published protocol (``--preset paper`` runs ``full``)
+KNOBS = {"seeds": ["teacher.seeds"]}
+KNOBS_NOTE = "step counts, not epochs; tau and data are part of the experiment"
 
 
 class MeanSquaredError:
@@ -195,7 +199,7 @@ def add_predicted(teacher: dict) -> None:
 
 
 def part_teacher(cfg) -> dict:
-    from dlrt_ref.synthetic import teacher_student
+    from dlrt_ref.data.synthetic import teacher_student
 
     runs = []
     datasets = {s: teacher_student(cfg["n_train"], 0, cfg["widths"], list(cfg["true"]) + [None], seed=s,
@@ -311,8 +315,11 @@ def _init(spectrum):
     return "halfnormal" if spectrum == "unit" else spectrum
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
-    cfg = PRESETS[preset]
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
+    budget = as_budget(preset, backend)
+    backend = budget.backend
+    cfg = configure(PRESETS, KNOBS, budget)
     t0 = time.perf_counter()
     teacher = part_teacher(cfg["teacher"])
     t1 = time.perf_counter()

@@ -20,8 +20,11 @@ reach). ``quick``: 784-32×4-10, 2 τ (+ 1 compat), 2 epochs on 2000 images.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
+from dlrt_ref.experiments.budget import as_budget, configure, run_done
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.train_common import load_dataset, train_record
 
@@ -32,19 +35,33 @@ PRESETS = {
                   validation="last:500", seed=0),
     "full": dict(d=200, taus=[0.07, 0.11, 0.17], compat_taus=[0.07, 0.17], epochs=EPOCHS_FULL, subset=None,
                  test_subset=None, validation="last", seed=0),
+    # [P] rank-evolution figures / published_results.md: d = 200, 250 epochs on the 50k split, one figure per
+    # tau (the 8 tau of [P]'s table; the 2022 codes' truncation at the two tau whose ranks are quoted)
+    "paper": dict(d=200, taus=[0.03, 0.05, 0.07, 0.09, 0.11, 0.13, 0.15, 0.17], compat_taus=[0.07, 0.17],
+                  epochs=250, subset=None, test_subset=None, validation="last", seed=0),
 }
+KNOBS = {"epochs": ["epochs"], "subset": ["subset"], "taus": ["taus"]}
+KNOBS_NOTE = "one seed per tau"
+
+
+def count_runs(cfg) -> int:
+    """One run per tau, correct and compat-2022 truncation."""
+    return len(cfg["taus"]) + len(cfg.get("compat_taus", []))
 LR, BATCH = 1e-3, 256
 # [P]: tau -> {epoch: ranks of layers 1-4}
 PUBLISHED = {0.07: {1: [65, 63, 62, 62], 10: [49, 52, 55, 55], 250: [37, 40, 45, 48]},
              0.17: {250: [11, 15, 15, 16]}}
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
+    budget = as_budget(preset, backend)
+    backend = budget.backend
     from dlrt_ref.nn import mlp
     from dlrt_ref.train.dlrt import DLRT
     from dlrt_ref.train.optim import Adam
 
-    cfg = PRESETS[preset]
+    cfg = configure(PRESETS, KNOBS, budget)
     d, seed = cfg["d"], cfg["seed"]
     widths = [784, d, d, d, d, 10]
     caps = [min(a, b) // 2 for a, b in zip(widths[:-2], widths[1:-1])]
@@ -57,8 +74,10 @@ def run(preset: str = "full", backend: str = "numpy") -> dict:
         net = mlp(widths, ranks=caps + [None], seed=seed, backend=backend)
         trainer = DLRT(net, Adam(LR), method="ra-bug", tau=tau, compat_2022_truncation=compat)
         key = f"{tau} compat-2022" if compat else str(tau)
+        t_run = time.perf_counter()
         hist = fit(trainer, data, cfg["epochs"], BATCH, seed=seed, log_every=0,
                    log=lambda line, k=key: print(f"[{NAME} tau={k}] {line}", flush=True))
+        run_done(f"tau={key}", time.perf_counter() - t_run)
         steps = hist.steps
         every = max(1, len(steps) // 400)  # keep <= ~400 step samples per run in the JSON
         runs[key] = {

@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import jsonable, pyplot, save
 from dlrt_ref.experiments.tf2022_step import TF2022Emulation
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, train_record
@@ -67,7 +68,14 @@ PRESETS = {
                   fixed=(32, [4, 4, 4, 4], 2)),
     "full": dict(runs=[(500, 0.11), (200, 0.07)], epochs=EPOCHS_FULL, subset=None, test_subset=None,
                  validation="last", seed=0, fixed=(500, [27, 40, 37, 38], FIXED_EPOCHS_FULL)),
-}
+}  # [P]'s own protocol is 250 adaptive epochs; this emulation has no "paper" preset (``paper`` runs ``full``)
+KNOBS = {"epochs": ["epochs"], "subset": ["subset"]}
+KNOBS_NOTE = "one seed; the (d, tau) pairs and the fixed-rank phase are fixed"
+
+
+def count_runs(cfg) -> int:
+    """Every variant at every (d, tau), plus the fixed-rank run."""
+    return len(cfg["runs"]) * len(VARIANTS) + 1
 
 # Read from the authors' logs (CSMMLab/DLRT-Net, illustration/paper_data/..., see the module docstring):
 # epoch -> (test accuracy, ranks) of the adaptive phase; "finetune": (first, last, max) test accuracy of the
@@ -139,10 +147,13 @@ def _library(d, tau, data, cfg, tag):
             "cr_eval": [c["cr_eval"] for c in full["cr"]], "train_loss": full["train_loss"], "seconds": full["seconds"]}
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
+    budget = as_budget(preset, backend)
+    backend = budget.backend
     if backend != "numpy":
         raise ValueError(f"{NAME} runs on numpy only (the emulation is a NumPy re-implementation), got {backend!r}")
-    cfg = PRESETS[preset]
+    cfg = configure(PRESETS, KNOBS, budget)
     data = load_dataset("mnist", True, cfg["validation"], cfg["seed"], cfg["subset"], cfg["test_subset"])
     out = {"config": {k: v for k, v in cfg.items()}, "lr": LR, "batch": BATCH, "variants": {}, "runs": {},
            "published_log": jsonable(PUBLISHED_LOG),

@@ -13,11 +13,13 @@ import time
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import run_done
+
 __all__ = ["train_record", "best_epoch", "mean_std", "load_dataset"]
 
 
 def load_dataset(name: str, flatten: bool, validation, seed: int, subset, test_subset):
-    """MNIST or Fashion-MNIST (shipped / cached copies) as a :class:`~dlrt_ref.splits.Dataset`."""
+    """MNIST or Fashion-MNIST (shipped / cached copies) as a :class:`~dlrt_ref.data.splits.Dataset`."""
     from dlrt_ref.data import load_fashion_mnist, load_mnist
 
     loader = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}[name]
@@ -38,12 +40,14 @@ def train_record(trainer, data, epochs: int, batch: int, seed: int, tag: str) ->
     hist = fit(trainer, data, epochs, batch, seed=seed, log_every=0,
                log=lambda line: print(f"[{tag}] {line}", flush=True))
     E = hist.epochs
+    seconds = time.perf_counter() - t0
+    run_done(tag, seconds)
     return {
         "test_acc": [e["test_acc"] for e in E], "test_loss": [e["test_loss"] for e in E],
         "val_acc": [e["val_acc"] for e in E], "val_loss": [e["val_loss"] for e in E],
         "train_loss": [e["train_loss"] for e in E], "ranks": [e["ranks"] for e in E],
         "cr": [e["cr"] for e in E], "params": [e["params"] for e in E],
-        "ms_per_step": [e["ms_per_step"] for e in E], "seconds": time.perf_counter() - t0,
+        "ms_per_step": [e["ms_per_step"] for e in E], "seconds": seconds,
     }
 
 
