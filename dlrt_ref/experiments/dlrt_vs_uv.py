@@ -129,7 +129,13 @@ def plot(data: dict, out_dir):
                  else "initial σ = sorted |N(0,1)| draws (thesis code, d = 1)" if d == data.get("thesis_spectrum_arm")
                  else f"initial σ_k ∝ 1/{d}^k (He-scaled)")
         ax.set(xscale="log", xlabel="SGD steps (batch 128; [T] epoch = 469 steps)", title=title)
-        ax.legend(fontsize=7, loc="upper left")
+    # one legend for all panels, outside the curves (per-panel legends covered the d = 1 curves)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    spare = list(axes.flat[len(ds):])
+    if spare:
+        spare[0].legend(handles, labels, loc="center", fontsize=9)
+    else:
+        fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.02))
     for row in axes:
         row[0].set_ylabel("test accuracy [%]")
     fig.suptitle(f"LeNet5 at fixed rank {data['rank']} (conv1, conv2, fc1), SGD {data['lr']}: DLRT (bug) vs "
