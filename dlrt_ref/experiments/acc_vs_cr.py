@@ -106,13 +106,13 @@ def plot(data: dict, out_dir):
     pub = data["published"]
     px = np.array([float(c) for c in pub if c != "dense"])
     ax.errorbar(px, [pub[c][0] for c in pub if c != "dense"], yerr=[pub[c][1] for c in pub if c != "dense"],
-                fmt="x--", color="k", capsize=3, label="[T] (10 epochs on 60k, 5 runs)")
+                fmt="x--", color="k", capsize=3, label="[T] (10 epochs on 60k, 5 runs; best epoch, not last)")
     dm, ds = 100 * res["dense"]["test_acc_mean"], 100 * res["dense"]["test_acc_std"]
     ax.axhspan(dm - max(ds, 0.03), dm + max(ds, 0.03), color="C0", alpha=0.2, label="ours dense ± std")
     ax.axhspan(pub["dense"][0] - pub["dense"][1], pub["dense"][0] + pub["dense"][1], color="k", alpha=0.25,
                label="[T] dense ± std")
     ax.set(xlabel="layer-wise compression ratio cr (ranks [conv1, conv2, fc1] annotated)",
-           ylabel="test accuracy [%] (last epoch)",
+           ylabel="test accuracy [%] (ours: last epoch; [T]: best epoch)",
            title=f"Fixed-rank LeNet5 on MNIST (bug, SGD {data['lr']}, batch {data['batch']}): ours vs [T]")
     ax.legend(fontsize=8, loc="lower left")
     return save(fig, out_dir, NAME)

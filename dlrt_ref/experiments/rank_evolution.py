@@ -103,6 +103,12 @@ def plot(data: dict, out_dir):
     fig, axes = plt.subplots(nrow, ncol, figsize=(5.4 * ncol, 4.4 * nrow), squeeze=False)
     for ax in axes.flat[len(taus):]:
         ax.set_visible(False)
+    # one x scale for every panel (a mix of linear and log panels misleads): log when any published point lies
+    # far beyond our last epoch
+    n_ep = max(len(data["runs"][t]["epoch_ranks"]) for t in taus)
+    pub_ep = [float(e) for t in taus for e in data["published"].get(t.split()[0], {})]
+    log_x = bool(pub_ep) and max(pub_ep) > 2 * n_ep
+    x_min = min(float(data["runs"][t]["step"][0] or 1) / data["runs"][t]["steps_per_epoch"] for t in taus) / 1.5
     for ax, tau in zip(axes.flat, taus):
         r = data["runs"][tau]
         spe = r["steps_per_epoch"]
@@ -122,8 +128,8 @@ def plot(data: dict, out_dir):
         ax.set(xlabel="epoch", ylabel="rank", ylim=(0, None),
                title=f"τ = {tau.split()[0]}, {trunc}\nfinal test acc {acc:.2f} %, c.r. eval "
                      f"{100 * r['epoch_cr_eval'][-1]:.1f} %")
-        if pub and max(float(e) for e in pub) > 2 * len(er):
-            ax.set(xscale="log", xlabel="epoch (log)")
+        if log_x:
+            ax.set(xscale="log", xlabel="epoch (log)", xlim=(x_min, 1.5 * max(pub_ep)))
         ax.legend(fontsize=7)
     w = "-".join(map(str, data["widths"]))
     fig.suptitle(f"Ranks during ra-bug training, MLP {w}, Adam {data['lr']}, batch {data['batch']}, "
