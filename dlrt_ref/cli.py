@@ -96,7 +96,7 @@ def _one_line(exc: BaseException) -> str:
 def _runtime_errors() -> tuple:
     """Exception types whose message is written for users (exit 1 without 'internal error')."""
     kinds = [CommandError, OSError]
-    for mod, name in (("dlrt_ref.idx", "DataError"), ("dlrt_ref.train.checkpoint", "CheckpointError"),
+    for mod, name in (("dlrt_ref.data.idx", "DataError"), ("dlrt_ref.train.checkpoint", "CheckpointError"),
                       ("dlrt_ref.train.dlrt", "NonFiniteLossError"), ("dlrt_ref.train.loop", "DivergenceError")):
         m = sys.modules.get(mod)
         if m is not None and hasattr(m, name):

@@ -245,9 +245,9 @@ def test_debug_shows_the_traceback(world):
 
 def _api_cases():
     from dlrt_ref.data import DataError, teacher_student
-    from dlrt_ref.idx import read_idx
+    from dlrt_ref.data.idx import read_idx
     from dlrt_ref.nn import Dense, LowRankLinear, mlp
-    from dlrt_ref.splits import make_dataset
+    from dlrt_ref.data.splits import make_dataset
     from dlrt_ref.train.checkpoint import CheckpointError
     from dlrt_ref.train.dlrt import DLRT
     from dlrt_ref.train.loop import fit

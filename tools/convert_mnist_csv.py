@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from dlrt_ref.data import check_mnist_facts  # same checks as `python -m dlrt_ref.data --check`
-    from dlrt_ref.idx import idx_bytes  # the canonical IDX encoding, inverse of read_idx
+    from dlrt_ref.data.idx import idx_bytes  # the canonical IDX encoding, inverse of read_idx
 
     problems = check_mnist_facts(x_train, y_train, x_test, y_test)
     if problems:

@@ -319,7 +319,7 @@ def mnist_path(data_dir):
 
 
 def load_data(run, path=None, test_only=False):
-    """The MNIST :class:`~dlrt_ref.splits.Dataset` of a run (``test_only``: a 10-image training split)."""
+    """The MNIST :class:`~dlrt_ref.data.splits.Dataset` of a run (``test_only``: a 10-image training split)."""
     from dlrt_ref.data import load_mnist
 
     return load_mnist(flatten=run["model"] == "mlp", dtype=np.dtype(run["dtype"]),

@@ -69,7 +69,7 @@ def run(args) -> int:
 
 
 def _evaluate(path, manifest, opts, folder, args) -> int:
-    from dlrt_ref.splits import validate_dataset
+    from dlrt_ref.data.splits import validate_dataset
     from dlrt_ref.train import accounting
     from dlrt_ref.train import cli as train_cli
     from dlrt_ref.train.checkpoint import load_checkpoint

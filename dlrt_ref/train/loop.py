@@ -3,7 +3,7 @@
 :func:`fit` drives any trainer (``DLRT`` or a baseline of
 :mod:`dlrt_ref.train.baselines`: objects with ``.net``, ``.opt``, ``.steps``,
 ``.step(x, y) -> StepInfo`` and ``.ranks()``) over a
-:class:`~dlrt_ref.splits.Dataset`:
+:class:`~dlrt_ref.data.splits.Dataset`:
 
 * epoch e visits the training set in the order
   ``numpy.random.default_rng([seed, e]).permutation(n)`` — a pure function of
@@ -191,7 +191,7 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
     trainer : DLRT, UVTrainer, SOnlyTrainer, ...
     data : Dataset
         Host arrays ``x_train, y_train, x_val, y_val, x_test, y_test``; checked
-        once (:func:`~dlrt_ref.splits.validate_dataset`: finite inputs, labels
+        once (:func:`~dlrt_ref.data.splits.validate_dataset`: finite inputs, labels
         in range, a non-empty training split).
     epochs, batch_size : int
         The last batch of an epoch may be smaller.
@@ -240,7 +240,7 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
     KeyboardInterrupt
         Re-raised on Ctrl-C with a message naming the last checkpoint.
     """
-    from dlrt_ref.splits import validate_dataset
+    from dlrt_ref.data.splits import validate_dataset
 
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"fit: need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")

@@ -1,4 +1,4 @@
-"""Tests for dlrt_ref.data, dlrt_ref.idx and dlrt_ref.synthetic.
+"""Tests for the dlrt_ref.data package: mnist, idx, splits, synthetic, cifar.
 
 The Fashion-MNIST tests need the Debian package ``dataset-fashion-mnist``
 (/usr/share/datasets/fashion-mnist) and skip cleanly without it. Nothing here
@@ -21,12 +21,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dlrt_ref import data
+from dlrt_ref.data import mnist as data  # the module whose constants the tests patch
 from dlrt_ref.data import (
     DataError, Dataset, load_cifar10, load_fashion_mnist, load_mnist, stratified_subset, teacher_student,
     train_val_split,
 )
-from dlrt_ref.idx import download_files, idx_bytes, read_idx
+from dlrt_ref.data.idx import download_files, idx_bytes, read_idx
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -484,7 +484,7 @@ def test_data_dir_and_environment_variable(tmp_path, monkeypatch, capsys):
     """--data-dir / $DLRT_REF_DATA_DIR: MNIST from DIR or DIR/mnist (checksum-verified); otherwise the shipped copy."""
     import shutil
 
-    from dlrt_ref import data as D
+    from dlrt_ref.data import mnist as D
     from dlrt_ref.cli import main
 
     mn = tmp_path / "root" / "mnist"
@@ -514,7 +514,7 @@ def test_data_dir_tells_mnist_from_fashion(tmp_path, monkeypatch, capsys):
     declaring MNIST's labels hash to be Fashion's)."""
     import shutil
 
-    from dlrt_ref import data as D
+    from dlrt_ref.data import mnist as D
     from dlrt_ref.cli import main
 
     for p in D.SHIPPED_DIR.glob("*.gz"):

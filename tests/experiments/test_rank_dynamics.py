@@ -21,7 +21,7 @@ from dlrt_ref.integrators import parallel_bug_step, ra_bug_step, step_scaled_rul
 from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.nn import mlp
 from dlrt_ref.nn.init import lowrank_factors
-from dlrt_ref.synthetic import teacher_student
+from dlrt_ref.data.synthetic import teacher_student
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.optim import SGD
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dlrt_ref.splits import Dataset
+from dlrt_ref.data.splits import Dataset
 
 __all__ = ["Teacher", "teacher_student"]
 
@@ -140,7 +140,7 @@ def teacher_student(n_train, n_test, widths, ranks, seed=0, noise=0.0, activatio
 
     Returns
     -------
-    dlrt_ref.splits.Dataset
+    dlrt_ref.data.splits.Dataset
         Inputs x ~ N(0, I) of shape (N, d_in) (not in [0, 1]); ``.teacher`` is the
         :class:`Teacher` (with ``.ranks`` and ``.weights``); ``.info`` records
         the options, the class frequencies and ``noise_mask`` (train, val).

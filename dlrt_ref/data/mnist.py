@@ -1,4 +1,4 @@
-"""Datasets for DLRT experiments: MNIST (shipped), Fashion-MNIST, CIFAR-10, teacher-student.
+"""MNIST (shipped) and Fashion-MNIST: folders, verified loading, downloads, ``python -m dlrt_ref.data``.
 
 Every loader returns a :class:`Dataset` of host numpy arrays: images as floats
 in [0, 1] (``flatten=True``: shape (N, features); ``flatten=False``: (N, C, H, W)),
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrt_ref.cifar import CIFAR10_CLASSES, load_cifar10
-from dlrt_ref.idx import DataError, default_cache_dir, download_files, file_digest, idx_bytes, read_idx
-from dlrt_ref.splits import Dataset, make_dataset, stratified_subset, train_val_split
-from dlrt_ref.synthetic import Teacher, teacher_student
+from dlrt_ref.data.cifar import CIFAR10_CLASSES, load_cifar10
+from dlrt_ref.data.idx import DataError, default_cache_dir, download_files, file_digest, idx_bytes, read_idx
+from dlrt_ref.data.splits import Dataset, make_dataset, stratified_subset, train_val_split
+from dlrt_ref.data.synthetic import Teacher, teacher_student
 
 __all__ = [
     "Dataset", "DataError", "read_idx", "load_mnist", "load_fashion_mnist", "load_cifar10",
@@ -39,7 +39,7 @@ __all__ = [
     "DATA_DIR_ENV", "data_dir", "set_data_dir", "mnist_folder", "fashion_folder",
 ]
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "datasets"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "datasets"
 IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 # SHA-256 of the four files shipped in dlrt_ref/datasets/ (deterministic gzip -9 of the IDX bytes).
@@ -448,6 +448,3 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     return check_shipped(args.path)
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrt_ref.idx import DataError
-from dlrt_ref.splits import Dataset, make_dataset
+from dlrt_ref.data.idx import DataError
+from dlrt_ref.data.splits import Dataset, make_dataset
 
 __all__ = ["load_cifar10", "CIFAR10_CLASSES"]
 

@@ -1,7 +1,7 @@
 """The :class:`Dataset` container and the seeded splits that every loader in :mod:`dlrt_ref.data` shares.
 
-Kept apart from the loaders so that :mod:`dlrt_ref.synthetic` and
-:mod:`dlrt_ref.cifar` can build datasets without importing the MNIST machinery.
+Kept apart from the loaders so that :mod:`dlrt_ref.data.synthetic` and
+:mod:`dlrt_ref.data.cifar` can build datasets without importing the MNIST machinery.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dlrt_ref.idx import DataError
+from dlrt_ref.data.idx import DataError
 
 __all__ = ["Dataset", "train_val_split", "stratified_subset", "make_dataset", "validate_dataset"]
 
@@ -34,7 +34,7 @@ class Dataset:
         selected rows in the original train/test sets (``train_index``,
         ``val_index``, ``test_index``).
     teacher : object or None
-        For synthetic data, the generating network (see :mod:`dlrt_ref.synthetic`).
+        For synthetic data, the generating network (see :mod:`dlrt_ref.data.synthetic`).
     """
 
     x_train: np.ndarray
