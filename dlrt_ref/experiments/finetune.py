@@ -64,7 +64,7 @@ def lenet5_rgb(ranks=(10, 25, 250, None), seed=0, backend="numpy"):
     """LeNet5 for (B, 3, 32, 32) inputs (CIFAR-10): conv 3→20, pool, conv 20→50, pool, fc 1250→500, fc 500→10."""
     from dlrt_ref.nn.conv import Conv2d, LowRankConv2d, MaxPool2d
     from dlrt_ref.nn.layers import Dense, Flatten, ReLU
-    from dlrt_ref.nn.lowrank import LowRankLinear
+    from dlrt_ref.nn import LowRankLinear
     from dlrt_ref.nn.network import Sequential
 
     rng = np.random.default_rng(seed)
