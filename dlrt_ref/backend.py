@@ -22,6 +22,9 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+import scipy.linalg
+
+# CuPy (and cupyx) are optional: imported lazily, only when a CuPy array or backend is asked for.
 
 __all__ = [
     "Backend",
@@ -29,6 +32,7 @@ __all__ = [
     "get_backend",
     "available_backends",
     "array_module",
+    "backend_name",
     "to_numpy",
     "BACKEND_NAMES",
     "scipy_linalg",
@@ -144,12 +148,7 @@ def array_module(*arrays: Any) -> ModuleType:
     Raises :class:`BackendError` if NumPy and CuPy arrays are mixed, which would
     otherwise fail deep inside CuPy or silently copy to the host.
     """
-    mods = set()
-    for a in arrays:
-        if a is None:
-            continue
-        mod = type(a).__module__.split(".")[0]
-        mods.add("cupy" if mod == "cupy" else "numpy")
+    mods = {backend_name(a) for a in arrays if a is not None}
     if len(mods) > 1:
         raise BackendError("mixed NumPy and CuPy arrays in one operation; move them with Backend.asarray")
     if mods == {"cupy"}:
@@ -161,6 +160,14 @@ def array_module(*arrays: Any) -> ModuleType:
     return np
 
 
+def backend_name(a: Any) -> str:
+    """"cupy" for a CuPy array (or the test stand-in's, whose type's module starts with ``cupy``), else "numpy".
+
+    The one place that tells the backend of an array from its type.
+    """
+    return "cupy" if type(a).__module__.split(".")[0] == "cupy" else "numpy"
+
+
 def scipy_linalg(xp: ModuleType) -> ModuleType:
     """SciPy's ``linalg`` for the array module ``xp``: ``scipy.linalg`` (NumPy) or ``cupyx.scipy.linalg`` (CuPy).
 
@@ -168,8 +175,6 @@ def scipy_linalg(xp: ModuleType) -> ModuleType:
     provides it as its attribute ``scipy_linalg``.
     """
     if xp is np:
-        import scipy.linalg
-
         return scipy.linalg
     if xp is _CUPY_STANDIN:
         return xp.scipy_linalg
@@ -180,6 +185,6 @@ def scipy_linalg(xp: ModuleType) -> ModuleType:
 
 def to_numpy(a: Any) -> np.ndarray:
     """Copy an array of any backend to a host ``numpy.ndarray`` (no copy for NumPy)."""
-    if type(a).__module__.split(".")[0] == "cupy":
+    if backend_name(a) == "cupy":
         return a.get()
     return np.asarray(a)

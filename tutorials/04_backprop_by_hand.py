@@ -18,7 +18,7 @@
 #   Zangrando 2022, ch. 3) — derived in two lines each and computed in
 #   $O(B(m+n)r)$ from $\Delta$ and $X$;
 # * how to *prove* a handwritten gradient right with the gradient checker
-#   (`dlrt_ref.gradcheck`: directional derivative, sampled entries, Taylor remainder,
+#   (`dlrt_ref.nn.gradcheck`: directional derivative, sampled entries, Taylor remainder,
 #   adjoint test), and what a wrong one looks like;
 # * why the $n_\text{out}\times n_\text{in}$ gradient is never formed, measured with `tracemalloc`.
 #
@@ -30,7 +30,7 @@ import tracemalloc
 import numpy as np
 
 from _tutorial import QUICK, banner, plt, savefig
-from dlrt_ref.gradcheck import (Coordinate, check_layer, check_network, factor_coordinates, layer_objective,
+from dlrt_ref.nn.gradcheck import (Coordinate, check_layer, check_network, factor_coordinates, layer_objective,
                                 taylor_test)
 from dlrt_ref.nn import Dense, LowRankConv2d, LowRankLinear, SoftmaxCrossEntropy, mlp
 

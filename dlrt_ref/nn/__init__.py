@@ -13,7 +13,7 @@ from dlrt_ref.nn.conv import AvgPool2d, Conv2d, LowRankConv2d, MaxPool2d, col2im
 from dlrt_ref.nn.errors import BackendError, NonFiniteError, RankError, ShapeError
 from dlrt_ref.nn.layers import Dense, Flatten, Layer, ReLU, Tanh
 from dlrt_ref.nn.loss import SoftmaxCrossEntropy
-from dlrt_ref.nn.lowrank import LowRankFactors, LowRankLinear
+from dlrt_ref.nn.lowrank_layers import LowRankFactors, LowRankLinear
 from dlrt_ref.nn.network import Sequential, lenet5, mlp
 
 __all__ = [

@@ -24,7 +24,7 @@ from dlrt_ref.backend import array_module
 from dlrt_ref.nn import init
 from dlrt_ref.nn.errors import ShapeError, check_shape
 from dlrt_ref.nn.layers import Layer
-from dlrt_ref.nn.lowrank import LowRankFactors, check_rank
+from dlrt_ref.nn.lowrank_layers import LowRankFactors, check_rank
 
 __all__ = ["im2col", "col2im", "conv_output_size", "Conv2d", "LowRankConv2d", "MaxPool2d"]
 
@@ -140,7 +140,7 @@ class Conv2d(_ConvGeometry, Layer):
 class LowRankConv2d(_ConvGeometry, LowRankFactors):
     r"""Low-rank 2-D convolution: the (c_out, c_in·k²) kernel matrix is :math:`W = U S V^T`.
 
-    Same interface as :class:`~dlrt_ref.nn.lowrank.LowRankLinear` (``U`` c_out×r,
+    Same interface as :class:`~dlrt_ref.nn.lowrank_layers.LowRankLinear` (``U`` c_out×r,
     ``S`` r×r, ``V`` c_in·k²×r, ``grad_op``, ``grad_K``, ``grad_L``, ``grad_S``,
     ``set_factors``, ``to_dense``), with X the im2col unfolding of the input and
     Δ the upstream gradient reshaped to (B·Ho·Wo, c_out).
@@ -188,7 +188,7 @@ class MaxPool2d(Layer):
     arg-max, or None. With the pattern of a point θ frozen, the layer is the
     smooth (linear) piece active at θ, whose derivative the backward computes;
     gradient checks freeze it so that finite differences never straddle a kink
-    (see :func:`dlrt_ref.gradcheck.frozen_pooling`).
+    (see :func:`dlrt_ref.nn.gradcheck.frozen_pooling`).
     """
 
     def __init__(self, k, stride=None):

@@ -6,6 +6,7 @@ and every message names the layer (its ``repr``) and the expected vs given value
 from __future__ import annotations
 
 from dlrt_ref.backend import BackendError
+from dlrt_ref.backend import backend_name as _backend_of
 
 __all__ = ["ShapeError", "RankError", "NonFiniteError", "BackendError", "check_backend", "check_shape"]
 
@@ -22,13 +23,9 @@ class NonFiniteError(ValueError):
     """A NaN or infinity where a gradient check needs finite numbers."""
 
 
-def _module_name(a) -> str:
-    return "cupy" if type(a).__module__.split(".")[0] == "cupy" else "numpy"
-
-
 def check_backend(owner, a, what: str, backend_name: str) -> None:
     """Raise :class:`BackendError` unless ``a`` lives on ``backend_name``."""
-    got = _module_name(a)
+    got = _backend_of(a)
     if got != backend_name:
         raise BackendError(
             f"{owner!r}: {what} is a {got} array, but the layer lives on backend "

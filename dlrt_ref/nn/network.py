@@ -22,7 +22,7 @@ import numpy as np
 
 from dlrt_ref.nn.conv import Conv2d, LowRankConv2d, MaxPool2d
 from dlrt_ref.nn.layers import Dense, Flatten, ReLU, Tanh
-from dlrt_ref.nn.lowrank import LowRankLinear
+from dlrt_ref.nn.lowrank_layers import LowRankLinear
 
 __all__ = ["Sequential", "mlp", "lenet5", "activation_layer"]
 

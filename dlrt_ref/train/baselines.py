@@ -25,7 +25,7 @@ import time
 
 from dlrt_ref.nn.conv import Conv2d, LowRankConv2d
 from dlrt_ref.nn.layers import Dense
-from dlrt_ref.nn.lowrank import LowRankLinear
+from dlrt_ref.nn.lowrank_layers import LowRankLinear
 from dlrt_ref.nn.network import Sequential
 from dlrt_ref.train.dlrt import DLRT, StepInfo, Trainer
 from dlrt_ref.train.optim import Optimizer

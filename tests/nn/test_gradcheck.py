@@ -3,7 +3,7 @@ never use QR/SVD, and restore what they perturb."""
 import numpy as np
 import pytest
 
-from dlrt_ref import gradcheck as gc
+from dlrt_ref.nn import gradcheck as gc
 from dlrt_ref.nn import Dense, LowRankLinear, SoftmaxCrossEntropy, mlp
 
 

@@ -3,7 +3,7 @@ Each message names the layer and the expected vs given values."""
 import numpy as np
 import pytest
 
-from dlrt_ref import gradcheck as gc
+from dlrt_ref.nn import gradcheck as gc
 from dlrt_ref.backend import available_backends, get_backend
 from dlrt_ref.nn import (BackendError, Conv2d, Dense, Flatten, LowRankConv2d, LowRankLinear, MaxPool2d, NonFiniteError,
                          RankError, ReLU, ShapeError, SoftmaxCrossEntropy)

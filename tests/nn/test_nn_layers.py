@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlrt_ref import gradcheck as gc
+from dlrt_ref.nn import gradcheck as gc
 from dlrt_ref.nn import (AvgPool2d, Conv2d, Dense, Flatten, LowRankConv2d, LowRankLinear, MaxPool2d, ReLU, Tanh, col2im,
                          im2col)
 

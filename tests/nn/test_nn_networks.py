@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dlrt_ref import gradcheck as gc
+from dlrt_ref.nn import gradcheck as gc
 from dlrt_ref.nn import Sequential, Dense, LowRankConv2d, LowRankLinear, SoftmaxCrossEntropy, lenet5, mlp
 from dlrt_ref.nn.init import lowrank_factors
 

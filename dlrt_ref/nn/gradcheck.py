@@ -46,7 +46,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from dlrt_ref.backend import get_backend, to_numpy
+from dlrt_ref.backend import backend_name, get_backend, to_numpy
+from dlrt_ref.nn.conv import MaxPool2d
 from dlrt_ref.nn.errors import NonFiniteError
 
 __all__ = [
@@ -124,7 +125,7 @@ def _check_coordinates(obj: Objective, allow_float32: bool = False):
 
 
 def _xp_of(a):
-    return get_backend("cupy" if type(a).__module__.split(".")[0] == "cupy" else "numpy")
+    return get_backend(backend_name(a))
 
 
 def _dot(a, b) -> float:
@@ -414,8 +415,6 @@ def frozen_pooling(net, x):
     objective *is* that smooth piece and finite differences of any step size
     compare against the right derivative instead of straddling a kink.
     """
-    from dlrt_ref.nn.conv import MaxPool2d
-
     pools = [layer for layer in net.layers if isinstance(layer, MaxPool2d)]
     net.forward(x)
     for p in pools:
