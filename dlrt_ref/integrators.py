@@ -5,7 +5,7 @@ One step each, in the papers' notation. Y0 = U0 S0 V0^* is a
 a callable ``field(t, Y) -> F`` where Y is a LowRankMatrix (factors not
 necessarily orthonormal) and F is an array or an operator of
 :mod:`dlrt_ref.operators`; F is only used through ``F @ V``, ``F.H @ U`` and
-``F.core(U, V) = U^* F V``. A field may also be an :class:`Increments`
+``F.core(U, V) = U^* F V``. A field may also be an :class:`~dlrt_ref.ode.fields.Increments`
 (a trajectory A(t) given through A(t1) − A(t0)). The sub-flows are solved by a
 pluggable sub-step (:mod:`dlrt_ref.substeps`).
 
@@ -57,24 +57,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable, Optional
+from typing import Optional
 
 from dlrt_ref.backend import array_module
+from dlrt_ref.linalg import H
 from dlrt_ref.lowrank import LowRankMatrix, Truncation, orthonormalise, orthonormalise_after, truncate
 from dlrt_ref.operators import as_operator
 from dlrt_ref.substeps import Request, SubFlow, drive, euler, get_substep
 
 __all__ = [
-    "Request", "drive", "StepResult", "Increments", "k_flow", "l_flow", "s_flow", "augment", "truncate_core", "step_scaled_rule",
+    "Request", "drive", "StepResult", "k_flow", "l_flow", "s_flow", "augment", "truncate_core", "step_scaled_rule",
     "ksl_stages", "lsk_stages", "strang_stages", "bug_stages", "augmented_galerkin_stages", "ra_bug_stages",
     "midpoint_bug_stages", "parallel_bug_stages", "naive_stages", "STAGES", "run_stages",
     "ksl_step", "lsk_step", "strang_step", "bug_step", "ra_bug_step", "midpoint_bug_step", "parallel_bug_step",
     "naive_step", "INTEGRATORS", "ADAPTIVE", "integrate", "Solution",
 ]
-
-
-def _H(A):
-    return A.conj().T
 
 
 def _eye(Y_like, r):
@@ -96,22 +93,6 @@ class StepResult:
     Y: LowRankMatrix
     evaluations: int = 0
     truncation: Optional[Truncation] = None
-
-
-class Increments:
-    """A trajectory A(t) used through its increments A(t0+h) − A(t0) ([LO14] Sec. 5, [CL22] Sec. 3).
-
-    On the step [t0, t0+h] the field is the constant (A(t0+h) − A(t0)) / h,
-    so Euler sub-steps solve every sub-flow exactly. If A(t) has rank r for all
-    t, KSL, Strang, BUG and the rank-adaptive BUG reproduce A(t) exactly.
-    """
-
-    def __init__(self, A: Callable[[float], Any]):
-        self.A = A
-
-    def on_step(self, t0: float, h: float):
-        dA = (self.A(t0 + h) - self.A(t0)) / h  # (m, n)
-        return lambda t, Y: dA
 
 
 # --------------------------------------------------------------------------- #
@@ -223,7 +204,7 @@ def step_scaled_rule(rule: dict, h, *update_blocks) -> dict:
 def _orth_and_coeff(K, ortho):
     """K = U R with orthonormal U: returns U and R = U^* K (works for any orthonormaliser)."""
     U = orthonormalise(K, ortho)
-    return U, _H(U) @ K  # (r, m) @ (m, r) -> (r, r)
+    return U, H(U) @ K  # (r, m) @ (m, r) -> (r, r)
 
 
 # --------------------------------------------------------------------------- #
@@ -242,17 +223,17 @@ def ksl_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin
     K1 = yield from substep(flow=k_flow(V0, lin=lin), t0=t0, y0=U0 @ S0, h=h)  # (m, r)
     U1, S_hat1 = _orth_and_coeff(K1, ortho)
     S_tilde0 = yield from substep(flow=s_flow(U1, V0, lin=lin, sign=-1.0), t0=t0, y0=S_hat1, h=h)  # (r, r)
-    L1 = yield from substep(flow=l_flow(U1, lin=lin), t0=t0, y0=V0 @ _H(S_tilde0), h=h)  # (n, r)
+    L1 = yield from substep(flow=l_flow(U1, lin=lin), t0=t0, y0=V0 @ H(S_tilde0), h=h)  # (n, r)
     V1, S1h = _orth_and_coeff(L1, ortho)
-    return StepResult(LowRankMatrix(U1, _H(S1h), V1))
+    return StepResult(LowRankMatrix(U1, H(S1h), V1))
 
 
 def lsk_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin=None):
     """The adjoint of :func:`ksl_stages`: L → S (backward) → K ([LO14] Sec. 3.3)."""
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
-    L1 = yield from substep(flow=l_flow(U0, lin=lin), t0=t0, y0=V0 @ _H(S0), h=h)  # (n, r)
+    L1 = yield from substep(flow=l_flow(U0, lin=lin), t0=t0, y0=V0 @ H(S0), h=h)  # (n, r)
     V1, S_hat1h = _orth_and_coeff(L1, ortho)
-    S_tilde0 = yield from substep(flow=s_flow(U0, V1, lin=lin, sign=-1.0), t0=t0, y0=_H(S_hat1h), h=h)  # (r, r)
+    S_tilde0 = yield from substep(flow=s_flow(U0, V1, lin=lin, sign=-1.0), t0=t0, y0=H(S_hat1h), h=h)  # (r, r)
     K1 = yield from substep(flow=k_flow(V1, lin=lin), t0=t0, y0=U0 @ S_tilde0, h=h)  # (m, r)
     U1, S1 = _orth_and_coeff(K1, ortho)
     return StepResult(LowRankMatrix(U1, S1, V1))
@@ -277,10 +258,10 @@ def bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", lin
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
     F0 = yield Request(t=t0, Y=Y0, flows={"K", "L"})
     K1 = yield from substep(flow=k_flow(V0, F0, lin), t0=t0, y0=U0 @ S0, h=h)  # (m, r)
-    L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ _H(S0), h=h)  # (n, r)
+    L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ H(S0), h=h)  # (n, r)
     U1, V1 = orthonormalise(K1, ortho), orthonormalise(L1, ortho)
-    M, N = _H(U1) @ U0, _H(V1) @ V0  # (r, r) each
-    S1 = yield from substep(flow=s_flow(U1, V1, lin=lin), t0=t0, y0=M @ S0 @ _H(N), h=h)  # (r, r)
+    M, N = H(U1) @ U0, H(V1) @ V0  # (r, r) each
+    S1 = yield from substep(flow=s_flow(U1, V1, lin=lin), t0=t0, y0=M @ S0 @ H(N), h=h)  # (r, r)
     return StepResult(LowRankMatrix(U1, S1, V1))
 
 
@@ -297,10 +278,10 @@ def augmented_galerkin_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="ho
     U0, S0, V0 = Y0.U, Y0.S, Y0.V
     F0 = yield Request(t=t0, Y=Y0, flows={"K", "L", "S"})
     K1 = yield from substep(flow=k_flow(V0, F0, lin), t0=t0, y0=U0 @ S0, h=h)  # (m, r)
-    L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ _H(S0), h=h)  # (n, r)
+    L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ H(S0), h=h)  # (n, r)
     U_hat, M_hat = augment(K1, U0, ortho)  # (m, r + k), (r + k, r)
     V_hat, N_hat = augment(L1, V0, ortho)  # (n, r + l), (r + l, r)
-    S_tilde0 = M_hat @ S0 @ _H(N_hat)  # (r + k, r)(r, r)(r, r + l) -> (r + k, r + l)
+    S_tilde0 = M_hat @ S0 @ H(N_hat)  # (r + k, r)(r, r)(r, r + l) -> (r + k, r + l)
     S_hat1 = yield from substep(flow=s_flow(U_hat, V_hat, F0, lin), t0=t0, y0=S_tilde0, h=h)
     return U_hat, S_tilde0, S_hat1, V_hat
 
@@ -372,14 +353,14 @@ def parallel_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="househol
     xp = array_module(U0)
     F0 = yield Request(t=t0, Y=Y0, flows={"K", "L", "S"})
     K1 = yield from substep(flow=k_flow(V0, F0, lin), t0=t0, y0=U0 @ S0, h=h)  # (m, r)
-    L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ _H(S0), h=h)  # (n, r)
+    L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ H(S0), h=h)  # (n, r)
     S_bar1 = yield from substep(flow=s_flow(U0, V0, F0, lin), t0=t0, y0=S0, h=h)  # (r, r)
     # the numerically independent part of (I − U0U0^*)K1 (see augment): widths k, l ≤ r, possibly 0 or k ≠ l
     U_tilde = orthonormalise_after(U0, K1, ortho)  # (m, k)
     V_tilde = orthonormalise_after(V0, L1, ortho)  # (n, l)
-    top = xp.concatenate([S_bar1, _H(L1) @ V_tilde], axis=1)  # (r, r + l)
+    top = xp.concatenate([S_bar1, H(L1) @ V_tilde], axis=1)  # (r, r + l)
     zero = xp.zeros((U_tilde.shape[1], V_tilde.shape[1]), dtype=S_bar1.dtype)
-    bottom = xp.concatenate([_H(U_tilde) @ K1, zero], axis=1)  # (k, r + l)
+    bottom = xp.concatenate([H(U_tilde) @ K1, zero], axis=1)  # (k, r + l)
     S_hat1 = xp.concatenate([top, bottom], axis=0)  # (r + k, r + l)
     U_hat = xp.concatenate([U0, U_tilde], axis=1)
     V_hat = xp.concatenate([V0, V_tilde], axis=1)
@@ -407,11 +388,11 @@ def naive_stages(t0, Y0: LowRankMatrix, h, substep=None, ortho="householder", li
     F0 = yield Request(t=t0, Y=Y0, flows={"K", "L", "S"})
     FV, FhU = F0 @ V0, F0.H @ U0  # (m, r), (n, r)
     # X S0^{-1} = (S0^{-*} X^*)^*, by a solve rather than an inverse
-    dU = _H(xp.linalg.solve(_H(S0), _H(FV - U0 @ (_H(U0) @ FV))))  # (m, r)
-    dV = _H(xp.linalg.solve(S0, _H(FhU - V0 @ (_H(V0) @ FhU))))  # (n, r)
+    dU = H(xp.linalg.solve(H(S0), H(FV - U0 @ (H(U0) @ FV))))  # (m, r)
+    dV = H(xp.linalg.solve(S0, H(FhU - V0 @ (H(V0) @ FhU))))  # (n, r)
     U1, RU = _orth_and_coeff(U0 + h * dU, ortho)
     V1, RV = _orth_and_coeff(V0 + h * dV, ortho)
-    S1 = RU @ (S0 + h * (_H(U0) @ FV)) @ _H(RV)
+    S1 = RU @ (S0 + h * (H(U0) @ FV)) @ H(RV)
     return StepResult(LowRankMatrix(U1, S1, V1))
 
 
@@ -434,7 +415,8 @@ def run_stages(stages, field) -> StepResult:
 
 
 def _on_step(field, t0, h):
-    """The field function for the step [t0, t0+h] (an :class:`Increments` gives its constant field) and,
+    """The field function for the step [t0, t0+h] (an object with ``on_step``, such as
+    :class:`dlrt_ref.ode.fields.Increments`, gives its constant field) and,
     if it is linear (has ``k_coefficients``...), the field itself for the "exact" sub-step."""
     f = field.on_step(t0, h) if hasattr(field, "on_step") else field
     return f, (f if hasattr(f, "k_coefficients") else None)
@@ -460,7 +442,7 @@ def lsk_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householde
 def strang_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="householder") -> StepResult:
     """Strang step LSK_{h/2} ∘ KSL_{h/2} ([LO14] Sec. 3.3); see :func:`strang_stages`.
 
-    Composed from two half steps so that a field given by :class:`Increments`
+    Composed from two half steps so that a field given by :class:`~dlrt_ref.ode.fields.Increments`
     uses A(t0+h/2) − A(t0) and A(t0+h) − A(t0+h/2) for its two halves.
     """
     a = ksl_step(field, t0=t0, Y0=Y0, h=h / 2, substep=substep, ortho=ortho)

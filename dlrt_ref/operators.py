@@ -27,11 +27,15 @@ from typing import Any
 
 from dlrt_ref.backend import array_module
 
-__all__ = ["DenseOperator", "OuterProductOperator", "as_operator", "is_operator"]
+__all__ = ["Operator", "DenseOperator", "OuterProductOperator", "as_operator", "is_operator"]
 
 
-class _Operator:
-    """Common interface: ``shape``, ``dtype``, ``F @ V``, ``F.H`` (adjoint), ``scaled``."""
+class Operator:
+    """Common interface: ``shape``, ``dtype``, ``F @ V``, ``F.H`` (adjoint), ``scaled``.
+
+    Subclass it for a field value with structure of its own (e.g.
+    :class:`dlrt_ref.ode.schrodinger.FieldValue`): :func:`is_operator` recognises subclasses.
+    """
 
     shape: tuple
     dtype: Any
@@ -40,7 +44,7 @@ class _Operator:
         raise NotImplementedError
 
     @property
-    def H(self) -> "_Operator":
+    def H(self) -> "Operator":
         """The conjugate transpose F^* as an operator."""
         raise NotImplementedError
 
@@ -48,7 +52,7 @@ class _Operator:
         """U^* F V, shape (r_U, r_V)."""
         return U.conj().T @ (self @ V)
 
-    def scaled(self, c) -> "_Operator":
+    def scaled(self, c) -> "Operator":
         """The operator c·F."""
         raise NotImplementedError
 
@@ -57,7 +61,7 @@ class _Operator:
         raise NotImplementedError
 
 
-class DenseOperator(_Operator):
+class DenseOperator(Operator):
     """An explicit m×n array seen through the operator interface."""
 
     def __init__(self, A):
@@ -84,7 +88,7 @@ class DenseOperator(_Operator):
         return f"DenseOperator(shape={self.shape}, dtype={self.dtype})"
 
 
-class OuterProductOperator(_Operator):
+class OuterProductOperator(Operator):
     """The m×n matrix ``c * D.T @ X`` kept as its factors.
 
     Parameters
@@ -132,7 +136,7 @@ class OuterProductOperator(_Operator):
 
 
 def is_operator(F) -> bool:
-    return isinstance(F, _Operator)
+    return isinstance(F, Operator)
 
 
 def as_operator(F):

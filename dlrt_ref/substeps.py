@@ -30,7 +30,7 @@ forward/backward pass of a whole network for all its layers at once
                   ẏ = P y + y Q + R (time independent), from the exponential
                   of a block matrix (no inverse; exact also for singular systems).
 
-Fields given as increments (:class:`dlrt_ref.integrators.Increments`) are
+Fields given as increments (:class:`dlrt_ref.ode.fields.Increments`) are
 constant over each step, so Euler solves their sub-flows exactly.
 """
 from __future__ import annotations

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlrt_ref.backend import array_module
+from dlrt_ref.linalg import svd_factors
 from dlrt_ref.nn import init
 from dlrt_ref.nn.errors import ShapeError, check_shape
 from dlrt_ref.nn.layers import Layer
@@ -159,9 +160,7 @@ class LowRankConv2d(_ConvGeometry, LowRankFactors):
             raise TypeError(f"LowRankConv2d.from_dense needs a Conv2d layer, got {type(conv).__name__}")
         rank = check_rank("LowRankConv2d.from_dense", rank, conv.n_out, conv.n_in)
         layer = cls(conv.c_in, conv.c_out, conv.k, rank, conv.stride, conv.padding, backend=conv.backend, dtype=conv.dtype)
-        xp = layer.backend.xp
-        P, s, Qh = xp.linalg.svd(conv.params["W"], full_matrices=False)  # (c_out, p), (p,), (p, c_in k²)
-        layer.set_factors(P[:, :rank], xp.diag(s[:rank]), Qh[:rank].T)
+        layer.set_factors(*svd_factors(conv.params["W"], rank))  # U (c_out, r), S (r, r), V (c_in k², r)
         layer.params["b"] = conv.params["b"].copy()
         return layer
 

@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrt_ref.linalg import random_orthonormal
 from dlrt_ref.nn.errors import RankError
 
 __all__ = ["weight_variance", "dense_weight", "lowrank_factors", "orthonormal"]
@@ -108,9 +109,7 @@ def dense_weight(n_out: int, n_in: int, seed=0, activation: str | None = "relu")
 
 def orthonormal(n: int, r: int, seed=0) -> np.ndarray:
     """Host (n, r) matrix with orthonormal columns: Q of a Gaussian, with diag(R) > 0."""
-    rng = np.random.default_rng(seed)
-    Q, R = np.linalg.qr(rng.standard_normal((n, r)))  # (n, r), (r, r)
-    return Q * np.where(np.diag(R) < 0, -1.0, 1.0)  # fix signs: Q is then unique
+    return random_orthonormal(np.random.default_rng(seed), n, r)
 
 
 SPECTRA = ("halfnormal", "linear", "gaussian-product")

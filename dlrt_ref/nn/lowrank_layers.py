@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlrt_ref.backend import array_module
+from dlrt_ref.linalg import svd_factors
 from dlrt_ref.nn import init
 from dlrt_ref.nn.errors import RankError, ShapeError, check_backend, check_shape
 from dlrt_ref.nn.layers import Dense, Layer
@@ -256,9 +257,7 @@ class LowRankLinear(LowRankFactors):
             b, be, dtype = None, xp.__name__, W.dtype
         n_out, n_in = W.shape
         layer = cls(n_in, n_out, check_rank("LowRankLinear.from_dense", rank, n_out, n_in), backend=be, dtype=dtype)
-        xp = layer.backend.xp
-        P, s, Qh = xp.linalg.svd(W, full_matrices=False)  # (n_out, p), (p,), (p, n_in)
-        layer.set_factors(P[:, :rank], xp.diag(s[:rank]), Qh[:rank].T)  # V = (Qh[:r])^T, not Qh[:r]
+        layer.set_factors(*svd_factors(W, rank))  # U (n_out, r), S (r, r), V (n_in, r) = (Qh[:r])ᴴ, not Qh[:r]
         if b is not None:
             layer.params["b"] = b.copy()
         return layer

@@ -46,8 +46,9 @@ from typing import Optional
 
 import numpy as np
 
+from dlrt_ref.linalg import random_orthonormal
 from dlrt_ref.lowrank import LowRankMatrix, best_rank_r, tangent_project
-from dlrt_ref.ode.problems import Problem, random_orthonormal
+from dlrt_ref.ode.problem import Problem
 
 __all__ = ["LeastSquares", "least_squares", "dense_of"]
 
@@ -153,7 +154,7 @@ class LeastSquares:
         return max(self.normal_component(best_rank_r(self.flow(t), r)) for t in times)
 
     def problem(self) -> Problem:
-        """The same problem as a :class:`dlrt_ref.ode.problems.Problem` (for the ode helpers)."""
+        """The same problem as a :class:`dlrt_ref.ode.problem.Problem` (for the ode helpers)."""
         return Problem(name="least_squares", field=self.field, Y0=self.Y0, t0=0.0, T=self.T,
                        reference=self.flow, rhs=self.rhs, exact=True, lipschitz=self.lipschitz,
                        loss=self.loss, params=dict(self.params))

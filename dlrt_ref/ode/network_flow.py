@@ -35,9 +35,9 @@ import numpy as np
 from scipy.integrate import solve_ivp
 from scipy.sparse.linalg import LinearOperator, eigsh
 
+from dlrt_ref.linalg import random_orthonormal
 from dlrt_ref.lowrank import LowRankMatrix, best_rank_r, tangent_project
 from dlrt_ref.ode.least_squares import dense_of
-from dlrt_ref.ode.problems import random_orthonormal
 
 __all__ = ["TeacherStudent", "teacher_student"]
 

@@ -1,6 +1,6 @@
 """Matrix ODE test problems with exact (or solve_ivp) references.
 
-A :class:`Problem` bundles a field for :func:`dlrt_ref.integrators.integrate`,
+A :class:`~dlrt_ref.ode.problem.Problem` bundles a field for :func:`dlrt_ref.integrators.integrate`,
 a rank-r initial value Y0, the time interval [t0, T] and a reference
 ``reference(t)`` for the exact solution A(t) (dense). Constructors, all
 seeded (host NumPy ``default_rng(seed)``):
@@ -28,108 +28,24 @@ References
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 
-from dlrt_ref.integrators import Increments
+from dlrt_ref.linalg import random_orthonormal
 from dlrt_ref.lowrank import LowRankMatrix, best_rank_r
-from dlrt_ref.ode.fields import SylvesterField
+from dlrt_ref.ode.fields import Increments, SylvesterField
+from dlrt_ref.ode.problem import Problem, best_error_of
 from dlrt_ref.ode.reference import NormalSylvesterFlow, ivp_solve
+from dlrt_ref.ode.schrodinger import schrodinger
 
 __all__ = ["Problem", "toy", "sylvester", "lsq", "schrodinger", "PROBLEMS", "make_problem",
            "random_orthonormal", "random_skew", "best_error_of"]
 
 
-def _frob(Y) -> float:
-    """‖Y‖_F of a dense array or a LowRankMatrix (‖S‖_F when U, V are orthonormal)."""
-    if isinstance(Y, LowRankMatrix):
-        return float(np.linalg.norm(Y.S))
-    return float(np.linalg.norm(Y))
-
-
-def best_error_of(A, r: int) -> float:
-    """‖A − best rank-r approximation of A‖_F = (Σ_{j>r} σ_j(A)²)^{1/2} (Eckart–Young)."""
-    s = np.linalg.svd(np.asarray(A), compute_uv=False)
-    return float(np.sqrt(np.sum(s[r:] ** 2)))
-
-
-@dataclass
-class Problem:
-    """A matrix ODE Ẏ = F(t, Y) on [t0, T] with a rank-r start and a reference.
-
-    Attributes
-    ----------
-    name : str
-    field : callable ``(t, Y: LowRankMatrix) -> array | operator``, or an :class:`Increments`
-    Y0 : LowRankMatrix — orthonormal U0, V0, rank r.
-    t0, T : float
-    reference : callable t -> dense array, the exact solution A(t) (or solve_ivp at 1e-10).
-    rhs : callable (t, Y dense) -> dense, the field on full matrices (for solve_ivp cross-checks);
-        None for problems given only as a trajectory.
-    exact : bool — whether ``reference`` is exact (closed form / exponential) rather than solve_ivp.
-    lipschitz : float or None — smoothness constant L of the loss (``lsq``).
-    loss, energy : optional callables Y -> float (Y dense or LowRankMatrix).
-    params : dict — the constructor's arguments, for reports.
-    """
-
-    name: str
-    field: Any
-    Y0: LowRankMatrix
-    t0: float
-    T: float
-    reference: Callable[[float], Any]
-    rhs: Optional[Callable] = None
-    exact: bool = True
-    lipschitz: Optional[float] = None
-    loss: Optional[Callable] = None
-    energy: Optional[Callable] = None
-    params: dict = dc_field(default_factory=dict)
-    _best: Optional[Callable] = None
-
-    @property
-    def shape(self) -> tuple:
-        return self.Y0.shape
-
-    @property
-    def rank(self) -> int:
-        return self.Y0.rank
-
-    def norm(self, Y) -> float:
-        """Frobenius norm of Y (dense or LowRankMatrix with orthonormal factors)."""
-        return _frob(Y)
-
-    def best_error(self, t: float, r: int) -> float:
-        """‖A(t) − best rank-r approximation of A(t)‖_F, the floor for any rank-r method."""
-        if self._best is not None:
-            return float(self._best(t, r))
-        return best_error_of(self.reference(t), r)
-
-    def error(self, Y, t: float) -> float:
-        """‖Y − A(t)‖_F for Y dense or LowRankMatrix."""
-        Yd = Y.to_dense() if isinstance(Y, LowRankMatrix) else Y
-        return float(np.linalg.norm(Yd - self.reference(t)))
-
-    @property
-    def linear(self) -> bool:
-        """Whether the field provides Sylvester coefficients (sub-step "exact" works)."""
-        return hasattr(self.field, "k_coefficients")
-
-
 # --------------------------------------------------------------------------- #
 # Random building blocks (host, seeded)
 # --------------------------------------------------------------------------- #
-def random_orthonormal(rng, n: int, r: int, complex_: bool = False):
-    """Q (n×r) with orthonormal columns: QR of a Gaussian matrix (Haar-distributed after sign fix)."""
-    X = rng.standard_normal((n, r))
-    if complex_:
-        X = X + 1j * rng.standard_normal((n, r))
-    Q, R = np.linalg.qr(X)
-    d = np.diag(R)
-    return Q * (d / np.abs(d))[None, :]
-
-
 def random_skew(rng, n: int):
     """A random real skew-symmetric W = (X − Xᵀ) normalised to unit spectral norm ‖W‖₂ = 1.
 
@@ -283,13 +199,6 @@ def lsq(m: int = 60, n: int = 40, r: int = 5, seed: int = 0, T: float = 5.0, p: 
         reference=ref, rhs=lambda t, W: -G @ W + MtB, exact=True, lipschitz=float(g.max()), loss=loss,
         params=dict(m=m, n=n, r=r, seed=seed, T=T, p=p, target_rank=k, noise=noise),
     )
-
-
-def schrodinger(N: int = 100, r: int = 10, seed: int = 0, T: float = 5.0, complex_factors: bool = False) -> Problem:
-    """The discrete Schrödinger problem of [CKL22] Sec. 6.1, Eq. (23); see :func:`dlrt_ref.ode.schrodinger.schrodinger`."""
-    from dlrt_ref.ode.schrodinger import schrodinger as _make
-
-    return _make(N=N, r=r, seed=seed, T=T, complex_factors=complex_factors)
 
 
 PROBLEMS: dict[str, Callable[..., Problem]] = {

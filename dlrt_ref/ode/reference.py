@@ -35,13 +35,11 @@ from typing import Callable
 import numpy as np
 from scipy.integrate import solve_ivp
 
+from dlrt_ref.linalg import H
+
 __all__ = ["phi1", "NormalSylvesterFlow", "Continuation", "ivp_solve", "IVP_TOL"]
 
 IVP_TOL = 1e-10  # rtol = atol of every solve_ivp reference
-
-
-def _H(A):
-    return A.conj().T
 
 
 def phi1(t: float, z):
@@ -68,13 +66,13 @@ class NormalSylvesterFlow:
     def __init__(self, a, Qa, b, Qb, C, Y0, t0=0.0, real=True):
         self.Qa, self.Qb, self.t0, self.real = Qa, Qb, float(t0), real
         self.z = a[:, None] + b[None, :]  # (m, n): z_jk = a_j + b_k
-        self.Y0_hat = _H(Qa) @ Y0 @ Qb  # (m, m)(m, n)(n, n)
-        self.C_hat = _H(Qa) @ C @ Qb
+        self.Y0_hat = H(Qa) @ Y0 @ Qb  # (m, m)(m, n)(n, n)
+        self.C_hat = H(Qa) @ C @ Qb
 
     def __call__(self, t: float):
         s = float(t) - self.t0
         Y_hat = np.exp(s * self.z) * self.Y0_hat + phi1(s, self.z) * self.C_hat  # (m, n), entrywise
-        Y = self.Qa @ Y_hat @ _H(self.Qb)  # (m, m)(m, n)(n, n)
+        Y = self.Qa @ Y_hat @ H(self.Qb)  # (m, m)(m, n)(n, n)
         return Y.real.copy() if self.real else Y
 
     @staticmethod

@@ -34,9 +34,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import expm_multiply
 
+from dlrt_ref.linalg import H, random_orthonormal
 from dlrt_ref.lowrank import LowRankMatrix
-from dlrt_ref.operators import _Operator
+from dlrt_ref.ode.problem import Problem
 from dlrt_ref.ode.reference import Continuation
+from dlrt_ref.operators import Operator
 
 __all__ = ["SchrodingerField", "FieldValue", "schrodinger", "apply_D", "potential"]
 
@@ -55,11 +57,7 @@ def potential(N: int):
     return 1.0 - np.cos(2.0 * np.pi * j / N)
 
 
-def _H(A):
-    return A.conj().T
-
-
-class FieldValue(_Operator):
+class FieldValue(Operator):
     """The N×N matrix c·H[Y] with Y = U S W^* kept as factors (Y (N×N), c scalar)."""
 
     def __init__(self, U, S, W, v, c=-1j):
@@ -68,7 +66,7 @@ class FieldValue(_Operator):
         self.dtype = np.result_type(U, S, W, np.complex128)
 
     def _Y(self, X):
-        return self.U @ (self.S @ (_H(self.W) @ X))  # (N,r)(r,r)(r,N)(N,k) -> (N, k)
+        return self.U @ (self.S @ (H(self.W) @ X))  # (N,r)(r,r)(r,N)(N,k) -> (N, k)
 
     def __matmul__(self, X):
         # H[Y] X = ½ (D (Y X) + Y (D X)) + v ∘ (Y (v ∘ X)),  D = Dᵀ, v ∘ = diag(v) @
@@ -79,7 +77,7 @@ class FieldValue(_Operator):
     @property
     def H(self):
         # (c H[Y])^* = conj(c) H[Y^*], Y^* = W S^* U^*
-        return FieldValue(self.W, _H(self.S), self.U, self.v, np.conj(self.c))
+        return FieldValue(self.W, H(self.S), self.U, self.v, np.conj(self.c))
 
     def scaled(self, c):
         return FieldValue(self.U, self.S, self.W, self.v, c * self.c)
@@ -114,7 +112,7 @@ class SchrodingerField:
         if isinstance(Y, LowRankMatrix):
             # tr(Y^* H[Y]) = tr(S^* U^* H[Y] V) for orthonormal V (as the integrators keep it)
             HY = FieldValue(Y.U, Y.S, Y.V, self.v, 1.0)  # H[Y], lazily
-            return float(np.real(np.trace(_H(Y.S) @ (_H(Y.U) @ (HY @ Y.V)))))  # (r,r)(r,N)(N,r)
+            return float(np.real(np.trace(H(Y.S) @ (H(Y.U) @ (HY @ Y.V)))))  # (r,r)(r,N)(N,r)
         return float(np.real(np.vdot(Y, self.hamiltonian(Y))))
 
     def sparse_generator(self):
@@ -135,8 +133,6 @@ def schrodinger(N: int = 100, r: int = 10, seed: int = 0, T: float = 5.0, comple
     manifold at once (its rank grows); ``best_error`` is from its SVD.
     Reference: ``expm_multiply`` on the sparse vec operator (exact).
     """
-    from dlrt_ref.ode.problems import Problem, random_orthonormal
-
     if not (1 <= r <= N):
         raise ValueError(f"schrodinger: rank must be in [1, {N}], got {r}")
     rng = np.random.default_rng(seed)

@@ -95,15 +95,12 @@ from typing import Hashable
 import numpy as np
 
 from dlrt_ref.backend import array_module, to_numpy
+from dlrt_ref.linalg import H
 from dlrt_ref.substeps import request_slope
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Adam", "make_optimizer", "OPTIMIZERS", "STATE_POLICIES"]
 
 STATE_POLICIES = ("transport", "transport-shared-t", "reset")
-
-
-def _H(A):
-    return A.conj().T
 
 
 def _same_frame(a: tuple, b: tuple) -> bool:
@@ -113,10 +110,10 @@ def _same_frame(a: tuple, b: tuple) -> bool:
 def _transport(state, old: tuple, new: tuple, square: bool):
     """Map a state array from frame ``old`` to frame ``new`` (module docstring): ``m T`` or ``v (T∘T̄)``."""
     if len(old) == 1:  # K or L: right multiplication by T = B_oldᴴ B_new
-        T = _H(old[0]) @ new[0]  # (r_old, n)(n, r_new) -> (r_old, r_new)
+        T = H(old[0]) @ new[0]  # (r_old, n)(n, r_new) -> (r_old, r_new)
         return state @ ((T * T.conj()).real if square else T)  # (·, r_old)(r_old, r_new)
-    Tl = _H(new[0]) @ old[0]  # (k_new, m)(m, k_old)
-    Tr = _H(old[1]) @ new[1]  # (l_old, n)(n, l_new)
+    Tl = H(new[0]) @ old[0]  # (k_new, m)(m, k_old)
+    Tr = H(old[1]) @ new[1]  # (l_old, n)(n, l_new)
     if square:
         Tl, Tr = (Tl * Tl.conj()).real, (Tr * Tr.conj()).real
     return Tl @ state @ Tr  # (k_new, k_old)(k_old, l_old)(l_old, l_new)

@@ -19,9 +19,8 @@ from tests.helpers.dlra import (
     orth, orth_err, skew, step,
 )
 from dlrt_ref.backend import to_numpy
-from dlrt_ref.integrators import Increments
 from dlrt_ref.lowrank import LowRankMatrix
-from dlrt_ref.ode.fields import SylvesterField
+from dlrt_ref.ode.fields import Increments, SylvesterField
 from dlrt_ref.operators import OuterProductOperator
 
 seeds = st.integers(0, 2**32 - 1)

@@ -26,7 +26,8 @@ import pytest
 
 from tests.gpu import fake_cupy
 from dlrt_ref.backend import get_backend, to_numpy
-from dlrt_ref.integrators import INTEGRATORS, Increments
+from dlrt_ref.integrators import INTEGRATORS
+from dlrt_ref.ode.fields import Increments
 from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.nn import Conv2d, Dense, Flatten, LowRankConv2d, LowRankLinear, MaxPool2d, ReLU, Tanh, mlp
 from dlrt_ref.nn.loss import SoftmaxCrossEntropy

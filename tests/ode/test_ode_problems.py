@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from dlrt_ref.integrators import Increments, integrate
+from dlrt_ref.integrators import integrate
+from dlrt_ref.ode.fields import Increments
 from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.ode.problems import PROBLEMS, best_error_of, make_problem, random_skew, toy
 from dlrt_ref.ode.reference import NormalSylvesterFlow, ivp_solve, phi1

@@ -1,0 +1,91 @@
+"""The :class:`Problem` type: a matrix ODE with a rank-r start and a reference solution.
+
+Kept apart from the constructors (:mod:`dlrt_ref.ode.problems`,
+:mod:`dlrt_ref.ode.schrodinger`, :mod:`dlrt_ref.ode.least_squares`) so that each
+of them imports it without importing the others.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from dlrt_ref.lowrank import LowRankMatrix
+
+__all__ = ["Problem", "best_error_of"]
+
+
+def _frob(Y) -> float:
+    """‖Y‖_F of a dense array or a LowRankMatrix (‖S‖_F when U, V are orthonormal)."""
+    if isinstance(Y, LowRankMatrix):
+        return float(np.linalg.norm(Y.S))
+    return float(np.linalg.norm(Y))
+
+
+def best_error_of(A, r: int) -> float:
+    """‖A − best rank-r approximation of A‖_F = (Σ_{j>r} σ_j(A)²)^{1/2} (Eckart–Young)."""
+    s = np.linalg.svd(np.asarray(A), compute_uv=False)
+    return float(np.sqrt(np.sum(s[r:] ** 2)))
+
+
+@dataclass
+class Problem:
+    """A matrix ODE Ẏ = F(t, Y) on [t0, T] with a rank-r start and a reference.
+
+    Attributes
+    ----------
+    name : str
+    field : callable ``(t, Y: LowRankMatrix) -> array | operator``, or an :class:`~dlrt_ref.ode.fields.Increments`
+    Y0 : LowRankMatrix — orthonormal U0, V0, rank r.
+    t0, T : float
+    reference : callable t -> dense array, the exact solution A(t) (or solve_ivp at 1e-10).
+    rhs : callable (t, Y dense) -> dense, the field on full matrices (for solve_ivp cross-checks);
+        None for problems given only as a trajectory.
+    exact : bool — whether ``reference`` is exact (closed form / exponential) rather than solve_ivp.
+    lipschitz : float or None — smoothness constant L of the loss (``lsq``).
+    loss, energy : optional callables Y -> float (Y dense or LowRankMatrix).
+    params : dict — the constructor's arguments, for reports.
+    """
+
+    name: str
+    field: Any
+    Y0: LowRankMatrix
+    t0: float
+    T: float
+    reference: Callable[[float], Any]
+    rhs: Optional[Callable] = None
+    exact: bool = True
+    lipschitz: Optional[float] = None
+    loss: Optional[Callable] = None
+    energy: Optional[Callable] = None
+    params: dict = dc_field(default_factory=dict)
+    _best: Optional[Callable] = None
+
+    @property
+    def shape(self) -> tuple:
+        return self.Y0.shape
+
+    @property
+    def rank(self) -> int:
+        return self.Y0.rank
+
+    def norm(self, Y) -> float:
+        """Frobenius norm of Y (dense or LowRankMatrix with orthonormal factors)."""
+        return _frob(Y)
+
+    def best_error(self, t: float, r: int) -> float:
+        """‖A(t) − best rank-r approximation of A(t)‖_F, the floor for any rank-r method."""
+        if self._best is not None:
+            return float(self._best(t, r))
+        return best_error_of(self.reference(t), r)
+
+    def error(self, Y, t: float) -> float:
+        """‖Y − A(t)‖_F for Y dense or LowRankMatrix."""
+        Yd = Y.to_dense() if isinstance(Y, LowRankMatrix) else Y
+        return float(np.linalg.norm(Yd - self.reference(t)))
+
+    @property
+    def linear(self) -> bool:
+        """Whether the field provides Sylvester coefficients (sub-step "exact" works)."""
+        return hasattr(self.field, "k_coefficients")
