@@ -528,8 +528,8 @@ def truncate(
         raise ValueError(f"truncate: rank must be >= 1, got {rank}")
     if theta is not None and not (np.isfinite(theta) and theta >= 0):
         raise ValueError(f"truncate: theta must be finite and >= 0, got {theta}")
-    if tau is not None and not (np.isfinite(tau) and tau >= 0):
-        raise ValueError(f"truncate: tau must be finite and >= 0, got {tau}")
+    if tau is not None and not (np.isfinite(tau) and 0 <= tau < 1):
+        raise ValueError(f"truncate: tau must be in [0, 1) (it is relative: ϑ = τ‖σ‖₂), got {tau}")
     k1_in, k2_in = S.shape
     if compat_2022 and k1_in != k2_in:
         # The 2022 codes always had a square 2r×2r core (their augmentation appended completion columns);

@@ -306,6 +306,15 @@ def _api_cases():
          "not a LowRankMatrix"),
         ("truncate-nan-core", lambda t: truncate(Snan, tau=0.1), ValueError, "NaN or infinite"),
     ]
+    # τ is relative (ϑ = τ‖σ‖₂): τ ≥ 1 would truncate everything, so the API refuses it as the CLI does
+    for tau, tag in ((1.5, "above-1"), (1.0, "equal-1"), (-0.1, "negative"), (np.nan, "nan"), (np.inf, "inf")):
+        cases += [
+            (f"truncate-tau-{tag}", lambda t, tau=tau: truncate(S, tau=tau), ValueError, "tau must be in [0, 1)"),
+            (f"dlrt-tau-{tag}", lambda t, tau=tau: DLRT(mlp([6, 8, 3], ranks=[2, None]), make_optimizer("sgd", 0.1),
+                                                        tau=tau), ValueError, "tau must be in [0, 1)"),
+        ]
+    cases += [("dlrt-tau-string", lambda t: DLRT(mlp([6, 8, 3], ranks=[2, None]), make_optimizer("sgd", 0.1), tau="0.1"),
+               TypeError, "tau must be a real number")]
     return cases
 
 

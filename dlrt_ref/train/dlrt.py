@@ -196,8 +196,10 @@ class DLRT(Trainer):
             raise ValueError(f"DLRT: tol_rule must be one of {TOL_RULES}, got {tol_rule!r}")
         if tol_rule != "relative" and not (theta is not None and np.isfinite(theta) and theta >= 0):
             raise ValueError(f"DLRT: tol_rule={tol_rule!r} needs theta, a finite number >= 0, got {theta!r}")
-        if method in ADAPTIVE and not (np.isfinite(tau) and tau >= 0):
-            raise ValueError(f"tau must be a finite number >= 0, got {tau}")
+        if method in ADAPTIVE and (isinstance(tau, (bool, np.bool_)) or not isinstance(tau, (int, float, np.integer, np.floating))):
+            raise TypeError(f"DLRT: tau must be a real number in [0, 1), got {tau!r}")
+        if method in ADAPTIVE and not (np.isfinite(tau) and 0 <= tau < 1):
+            raise ValueError(f"DLRT: tau must be in [0, 1) (it is relative: ϑ = τ‖σ‖₂), got {tau}")
         for name, r in (("r_min", r_min), ("r_max", r_max)):
             if r is not None and (isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer))):
                 raise TypeError(f"DLRT: {name} must be an integer, got {r!r}")

@@ -148,3 +148,57 @@ def test_parallel_bug_zero_block_with_unequal_and_empty_augmentations(ortho):
     assert _orth_err(res.Y.U) <= 20 * EPS * r and _orth_err(res.Y.V) <= 20 * EPS * r
     zero = parallel_bug_step(lambda t, Y: np.zeros((m, n)), 0.0, Y0, h, ortho=ortho, theta=0.0)
     assert zero.Y.rank == r and fro(zero.Y.to_dense() - Y0.to_dense()) <= 100 * EPS * fro(Y0.to_dense())
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), m=st.integers(6, 90), r=st.integers(1, 12), dtype=st.sampled_from([np.float64, np.float32]),
+       cplx=st.booleans(), n_kept=st.integers(0, 12), n_dropped=st.integers(0, 12), top=st.floats(1.0, 8.0))
+def test_fast_path_spans_what_householder_spans(seed, m, r, dtype, cplx, n_kept, n_dropped, top):
+    """ortho="cholqr2" (GEMMs + a float64 Gram eigen-decomposition) returns the span of the Householder form.
+
+    W = (I − QQ^*)A has singular values clearly above δ (10…10^top·δ₀) and clearly below (δ₀/10³…δ₀/10),
+    δ₀ the threshold without them: both forms keep exactly the directions above δ, and the principal angles
+    between their spans (and to the exact span) are ≤ 20·eps·‖A‖_F/σ_min(kept) — first-order perturbation
+    theory for the kept invariant subspace. On float32 data with q + k ≤ m the Gram matrix always decides (no
+    Householder QR: this is what makes training fast).
+    """
+    from unittest import mock
+
+    import dlrt_ref.lowrank as lowrank_mod
+
+    rng = np.random.default_rng(seed)
+    q = min(r, m - 2)
+    k = r
+    n_kept = min(n_kept, k, m - q)
+    n_dropped = min(n_dropped, k - n_kept, m - q - n_kept)
+    Q = orth(rng, m, q, cplx)
+    A0 = Q @ (rng.standard_normal((q, k)) + (1j * rng.standard_normal((q, k)) if cplx else 0))
+    eps = float(np.finfo(dtype).eps)
+    delta0 = 10 * np.sqrt(q + k) * eps * fro(A0)
+    d = n_kept + n_dropped
+    X = orth(rng, m, q + d, cplx)[:, q:]
+    X = np.linalg.qr(X - Q @ (H(Q) @ X))[0]  # (m, d) ⟂ Q
+    Y = orth(rng, k, d, cplx) if d else np.zeros((k, 0))
+    s = np.concatenate([delta0 * 10.0 ** rng.uniform(1.0, top, n_kept), delta0 * 10.0 ** rng.uniform(-3.0, -1.0, n_dropped)])
+    s = np.minimum(s, fro(A0))  # keep ‖A‖ within a factor √2 of ‖A0‖, so that δ ≈ δ₀
+    A = A0 + (X * s) @ H(Y)
+    cdt = (np.complex64 if dtype == np.float32 else np.complex128) if cplx else dtype
+    Qc, Ac = Q.astype(cdt), A.astype(cdt)
+    delta = augment_threshold(Qc, Ac)
+    kept = s > delta
+    assume_clear = np.all((s > 5 * delta) | (s < delta / 5))
+    if not assume_clear:  # s was clipped near δ (tiny ‖A0‖ cases): nothing to compare
+        return
+    with mock.patch.object(lowrank_mod, "_augment_householder", wraps=lowrank_mod._augment_householder) as hh:
+        U_fast = orthonormalise_after(Qc, Ac, "cholqr2")
+    if dtype == np.float32 and q + k <= m:  # (q + k > m: only the Householder form applies)
+        assert hh.call_count == 0
+    U_hh = orthonormalise_after(Qc, Ac, "householder")
+    assert U_fast.shape == U_hh.shape == (m, int(kept.sum())), (U_fast.shape, U_hh.shape, kept.sum())
+    assert _orth_err(np.concatenate([Qc, U_fast], axis=1)) <= 10 * eps * (q + kept.sum() + 1)
+    if kept.any():
+        tol = 20 * eps * fro(A) / s[kept].min()
+        F, Hh, Xk = (B.astype(np.complex128) for B in (U_fast, U_hh, X[:, kept]))
+        sin_theta = lambda B, C: np.linalg.norm(B - C @ (H(C) @ B), 2)  # noqa: E731 largest principal angle
+        assert sin_theta(F, Hh) <= tol and sin_theta(Hh, F) <= tol
+        assert sin_theta(F, Xk) <= tol

@@ -21,21 +21,17 @@ Host synchronisations per training step (L low-rank layers; each one is a
   (``nn/loss.py``);
 * ra-bug, parallel — per layer: 1 for the rank decision of the truncation (the
   singular values, with a finiteness flag: ``lowrank.truncate``); per augmented side
-  (U and V): 1 for the rank threshold δ = 10·√(q+k)·eps·‖A‖_F
-  (``lowrank.augment_threshold``); with Householder 1 for the σ of R22 (the
-  numerical rank of the new directions, ``lowrank.orthonormalise_after``); with
-  ``ortho="cholqr2"`` 1 for CholeskyQR2's guard (both passes' guards read at once),
-  1 for the acceptance checks of its result (σ_min(R) > δ, orthonormality,
-  orthogonality to U0) when the guard passed, and 1 for the σ of R22 when the
-  Householder form decides after all — at most 3 of these 4 in one call, since the
-  checks run only when the guard passed; so ≤ 1 + 2·2 per layer with Householder,
-  ≤ 1 + 2·4 with CholeskyQR2 (counted here: 1 + 2·3 when CholeskyQR2 is accepted);
+  (U and V) the rank decision of ``lowrank.orthonormalise_after``, with the norm ‖A‖_F
+  of its threshold δ = 10·√(q+k)·eps·‖A‖_F in the same transfer: with Householder 1
+  (the σ of R22); with ``ortho="cholqr2"`` 1 (the eigenvalues of the float64 Gram
+  matrix of the new directions), + 1 for R22's σ where the Gram matrix cannot resolve
+  the σ around δ and the Householder form decides (float64 data; float32 data with
+  m + k ≤ 64(q + k) is always decided by the Gram matrix in one read,
+  ``test_augmentation_reads_the_device_once``).
+  So ≤ 1 + 2·1 per layer with Householder, ≤ 1 + 2·2 with CholeskyQR2;
 * bug, ksl — per layer: 1 per CholeskyQR2 orthonormalisation (K and L), none with
   Householder.
 
-The threshold's ‖A‖, CholeskyQR2's guard and the acceptance checks could travel
-together (one sync per side instead of three); that is left to the owner of
-``orthonormalise_after``.
 """
 import numpy as np
 import pytest
@@ -43,7 +39,7 @@ import pytest
 from tests.gpu import fake_cupy
 from dlrt_ref.backend import available_backends, get_backend, to_numpy
 from dlrt_ref.integrators import INTEGRATORS
-from dlrt_ref.lowrank import LowRankMatrix, orthonormalise, truncate
+from dlrt_ref.lowrank import LowRankMatrix, orthonormalise, orthonormalise_after, truncate
 from dlrt_ref.nn import mlp
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.optim import SGD, Adam
@@ -53,7 +49,7 @@ WIDTHS, RANKS = [20, 12, 10, 4], [3, 3, None]
 
 def sync_budget(method: str, ortho: str, n_layers: int, passes: int) -> int:
     """The documented bound on host synchronisations per training step (module docstring)."""
-    per_layer = {"ra-bug": 1 + 2 * (4 if ortho == "cholqr2" else 2), "parallel": 1 + 2 * (4 if ortho == "cholqr2" else 2),
+    per_layer = {"ra-bug": 1 + 2 * (2 if ortho == "cholqr2" else 1), "parallel": 1 + 2 * (2 if ortho == "cholqr2" else 1),
                  "bug": 2 if ortho == "cholqr2" else 0, "ksl": 2 if ortho == "cholqr2" else 0}[method]
     return passes + n_layers * per_layer
 
@@ -222,10 +218,10 @@ def test_integrator_step_on_the_stand_in(fake, method):
     res = run(get_backend("cupy"))
     assert fake.violations == [], fake.violations
     assert all(_is_device(a) for a in (res.Y.U, res.Y.S, res.Y.V))
-    # an integrator step reads only small arrays: per augmented side ≤ 4 (threshold, CholeskyQR2 guard, its
-    # acceptance checks, R22's σ; see the module docstring), per truncation 1, per CholeskyQR2 orthonormalisation 1;
-    # midpoint-bug augments 4 sides
-    budget = {"ra-bug": 2 * 4 + 1, "parallel": 2 * 4 + 1, "midpoint-bug": 4 * 4 + 1, "bug": 2, "ksl": 2}[method]
+    # an integrator step reads only small arrays: per augmented side ≤ 2 (the Gram eigenvalues with ‖A‖_F, and
+    # R22's σ if the Householder form decides; see the module docstring), per truncation 1, per CholeskyQR2
+    # orthonormalisation 1; midpoint-bug augments 4 sides
+    budget = {"ra-bug": 2 * 2 + 1, "parallel": 2 * 2 + 1, "midpoint-bug": 4 * 2 + 1, "bug": 2, "ksl": 2}[method]
     assert len(fake.syncs) <= budget, fake.sync_sites()
     np.testing.assert_allclose(to_numpy(res.Y.to_dense()), ref.Y.to_dense(), rtol=0, atol=1e-12)
 
@@ -240,6 +236,21 @@ def test_truncate_reads_the_device_once(fake):
     S[1, 1] = np.float32(np.nan)
     with pytest.raises(ValueError, match="NaN"):
         truncate(S, tau=0.1)
+
+
+@pytest.mark.parametrize("ortho", ["householder", "cholqr2"])
+@pytest.mark.parametrize("deficit", [0, 3])
+def test_augmentation_reads_the_device_once(fake, ortho, deficit):
+    """orthonormalise_after on float32 data: one host read (‖A‖_F with the σ or the Gram eigenvalues) per call."""
+    be = get_backend("cupy")
+    rng = np.random.default_rng(2)
+    m, q, k = 60, 6, 6
+    Q = np.linalg.qr(rng.standard_normal((m, q)))[0]
+    A = Q @ rng.standard_normal((q, k)) + rng.standard_normal((m, k - deficit)) @ rng.standard_normal((k - deficit, k))
+    fake.reset()
+    U = orthonormalise_after(be.asarray(Q.astype(np.float32)), be.asarray(A.astype(np.float32)), ortho)
+    assert _is_device(U) and U.shape == (m, k - deficit)
+    assert len(fake.syncs) == 1 and fake.violations == [], fake.sync_sites()
 
 
 @pytest.mark.parametrize("kind", ["dense", "uv"])
