@@ -102,7 +102,7 @@ def _cupy_or_none() -> ModuleType | None:
     if _CUPY_STANDIN is not None:
         return _CUPY_STANDIN
     try:
-        import cupy  # type: ignore
+        import cupy  # type: ignore  # lazy: CuPy is optional
     except Exception:
         return None
     try:
@@ -154,7 +154,7 @@ def array_module(*arrays: Any) -> ModuleType:
     if mods == {"cupy"}:
         if _CUPY_STANDIN is not None:
             return _CUPY_STANDIN
-        import cupy  # type: ignore
+        import cupy  # type: ignore  # lazy: CuPy is optional
 
         return cupy
     return np
@@ -178,7 +178,7 @@ def scipy_linalg(xp: ModuleType) -> ModuleType:
         return scipy.linalg
     if xp is _CUPY_STANDIN:
         return xp.scipy_linalg
-    import cupyx.scipy.linalg  # type: ignore
+    import cupyx.scipy.linalg  # type: ignore  # lazy: CuPy is optional
 
     return cupyx.scipy.linalg
 

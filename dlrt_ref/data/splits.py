@@ -160,18 +160,32 @@ def stratified_subset(y, n: int, seed=0) -> np.ndarray:
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+VALIDATION_LAST = 10000  # 'last': the paper's last 10 000 training images
+
+
+def validation_size(validation) -> tuple:
+    """("random", K) for an int K, ("last", K) for 'last' (K = 10 000) or 'last:K' (K digits); else ValueError.
+
+    The one parser of the ``validation`` option (the loaders' argument, and
+    ``--validation`` of ``train`` after its digits became an int).
+    """
+    if isinstance(validation, str):
+        head, sep, size = validation.partition(":")
+        if head != "last" or (sep and not size.isdigit()):
+            raise ValueError(f"validation must be an int, 'last' or 'last:K', got {validation!r}")
+        return "last", int(size) if sep else VALIDATION_LAST
+    if isinstance(validation, (bool, float)) or not isinstance(validation, (int, np.integer)):
+        raise ValueError(f"validation must be an int, 'last' or 'last:K', got {validation!r}")
+    return "random", int(validation)
+
+
 def _parse_validation(validation, n: int, seed):
     """Return (train_index, val_index) for the ``validation`` option of the loaders."""
-    if isinstance(validation, str):
-        head, _, size = validation.partition(":")
-        if head != "last":
-            raise ValueError(f"validation must be an int, 'last' or 'last:K', got {validation!r}")
-        k = int(size) if size else 10000
+    kind, k = validation_size(validation)
+    if kind == "last":
         if not 0 <= k <= n:
             raise ValueError(f"validation {validation!r}: need 0 <= K <= {n}")
         return np.arange(n - k, dtype=np.int64), np.arange(n - k, n, dtype=np.int64)
-    if isinstance(validation, (bool, float)) or not isinstance(validation, (int, np.integer)):
-        raise ValueError(f"validation must be an int, 'last' or 'last:K', got {validation!r}")
     return train_val_split(n, validation, [seed, 0])
 
 

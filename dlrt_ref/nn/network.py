@@ -20,11 +20,15 @@ import copy as _copy
 
 import numpy as np
 
+from dlrt_ref.backend import get_backend
 from dlrt_ref.nn.conv import Conv2d, LowRankConv2d, MaxPool2d
 from dlrt_ref.nn.layers import Dense, Flatten, ReLU, Tanh
 from dlrt_ref.nn.lowrank_layers import LowRankLinear
 
-__all__ = ["Sequential", "mlp", "lenet5", "activation_layer"]
+__all__ = ["Sequential", "mlp", "lenet5", "activation_layer", "net_backend", "LENET5_SHAPES"]
+
+# (n_out, n_in) of the weight matrices of lenet5(): conv1 20×(1·5²), conv2 50×(20·5²), fc1 500×800, fc2 10×500
+LENET5_SHAPES = ((20, 25), (50, 500), (500, 800), (10, 500))
 
 
 class Sequential:
@@ -164,3 +168,11 @@ def lenet5(ranks=None, activation="relu", backend="numpy", dtype=np.float32, see
         _linear(800, 500, r[2], init_activation=activation, decay=decay, spectrum=spectrum, rng=rng, **kw), activation_layer(activation),
         _linear(500, 10, r[3], init_activation="linear", decay=decay, spectrum=spectrum, rng=rng, **kw),
     ])
+
+
+def net_backend(net):
+    """The Backend of the first layer that has one (NumPy for a network without parameters)."""
+    for layer in net.layers:
+        if getattr(layer, "backend", None) is not None:
+            return layer.backend
+    return get_backend("numpy")

@@ -36,7 +36,7 @@ from dlrt_ref.linalg import random_orthonormal
 from dlrt_ref.lowrank import LowRankMatrix, best_rank_r
 from dlrt_ref.ode.fields import Increments, SylvesterField
 from dlrt_ref.ode.problem import Problem, best_error_of
-from dlrt_ref.ode.reference import NormalSylvesterFlow, ivp_solve
+from dlrt_ref.ode.reference import NormalSylvesterFlow
 from dlrt_ref.ode.schrodinger import schrodinger
 
 __all__ = ["Problem", "toy", "sylvester", "lsq", "schrodinger", "PROBLEMS", "make_problem",

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field as dc_field
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy.optimize import nnls
+from scipy.optimize import linprog, nnls
 
 from dlrt_ref.integrators import ra_bug_step
 from dlrt_ref.lowrank import LowRankMatrix, tangent_project
@@ -197,8 +197,6 @@ def fit_bound(eps: Sequence[float], h: Sequence[float], theta: Sequence[float], 
     For each, the constants and the range of err / model (≤ 1 everywhere for the envelope;
     its median says how tight the bound is).
     """
-    from scipy.optimize import linprog
-
     eps, h, theta, err = (np.asarray(v, float) for v in (eps, h, theta, err))
     ok = np.isfinite(err) & (err > 0)
     X = np.stack([eps, h, theta / h], axis=1)[ok]  # (k, 3): the three terms per point

@@ -21,14 +21,13 @@ the history and config). It is read with ``allow_pickle=False``, so loading an
 untrusted file cannot execute code. Arrays keep their dtype and memory order.
 
 Writing is atomic: the archive is written to a temporary file in the same
-folder and moved over the target with :func:`os.replace`, so a crash while
-writing leaves the previous checkpoint intact.
+folder and moved over the target with :func:`os.replace`
+(:func:`dlrt_ref.train.files.atomic_write`), so a crash while writing leaves
+the previous checkpoint intact.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -36,42 +35,16 @@ from pathlib import Path
 import numpy as np
 
 from dlrt_ref.backend import to_numpy
+from dlrt_ref.nn.network import net_backend
+from dlrt_ref.train.files import atomic_write
 
-__all__ = ["save_checkpoint", "load_checkpoint", "trainer_config", "read_manifest", "atomic_write", "net_backend", "CheckpointError", "FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "trainer_config", "read_manifest", "CheckpointError", "FORMAT"]
 
 FORMAT = "dlrt_ref-checkpoint-1"
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, malformed or does not fit the network/trainer."""
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path, write, mode: str = "wb") -> Path:
-    """Write a file atomically: ``write(f)`` into a temporary file in the same folder, then :func:`os.replace`.
-
-    A crash or an exception while writing leaves any previous file at ``path``
-    unchanged. The file gets the usual permissions (0666 minus the umask).
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _encode_key(key):
@@ -86,16 +59,6 @@ def _decode_key(obj):
     if isinstance(obj, dict):
         return tuple(_decode_key(k) for k in obj["tuple"])
     return obj
-
-
-def net_backend(net):
-    """The Backend of the first layer that has one (NumPy for a network without parameters)."""
-    for layer in net.layers:
-        if getattr(layer, "backend", None) is not None:
-            return layer.backend
-    from dlrt_ref.backend import get_backend
-
-    return get_backend("numpy")
 
 
 def save_checkpoint(path, trainer, position: dict, history: dict, config: dict) -> Path:

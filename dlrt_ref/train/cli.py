@@ -35,9 +35,21 @@ from pathlib import Path
 
 import numpy as np
 
+from dlrt_ref.backend import available_backends
+from dlrt_ref.data import DATA_DIR_ENV, MNIST_FACTS, fashion_folder, load_mnist, mnist_folder
+from dlrt_ref.data import data_dir as env_data_dir
+from dlrt_ref.data.splits import validation_size
 from dlrt_ref.errors import CommandError, UsageError
+from dlrt_ref.integrators import ADAPTIVE
+from dlrt_ref.nn import lenet5, mlp
+from dlrt_ref.nn.network import LENET5_SHAPES
 from dlrt_ref.threads import threads_info
 from dlrt_ref.train import console
+from dlrt_ref.train.baselines import UVTrainer, dense_trainer
+from dlrt_ref.train.checkpoint import CheckpointError, load_checkpoint, read_manifest
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.loop import fit
+from dlrt_ref.train.optim import make_optimizer
 
 # The one place for tuning defaults (the lead tunes these).
 DEFAULTS = {
@@ -64,13 +76,11 @@ DEFAULTS = {
     "eval_batch": 1000,
     "divergence_factor": 100.0,  # see dlrt_ref.train.loop.DIVERGENCE_FACTOR
 }
-DATA_DIR_ENV = "DLRT_REF_DATA_DIR"  # = dlrt_ref.data.DATA_DIR_ENV (not imported: keeps --help fast)
-MNIST_SIZES = {"train": 60000, "test": 10000}  # = dlrt_ref.data.MNIST_FACTS
+MNIST_SIZES = {"train": MNIST_FACTS["n_train"], "test": MNIST_FACTS["n_test"]}
 
 MODELS = ("mlp", "lenet5")
 METHODS = ("dense", "ra-bug", "bug", "ksl", "parallel", "uv")
-ADAPTIVE_METHODS = ("ra-bug", "parallel")
-LENET5_SHAPES = [(20, 25), (50, 500), (500, 800), (10, 500)]  # (n_out, n_in) of conv1, conv2, fc1, fc2
+ADAPTIVE_METHODS = tuple(m for m in METHODS if m in ADAPTIVE)  # ("ra-bug", "parallel"): the rank-adaptive integrators
 # options that define a run; with --resume they come from the checkpoint
 RUN_OPTIONS = ("model", "widths", "method", "tau", "rank", "r_min", "r_max", "optimizer", "lr", "batch_size",
                "backend", "dtype", "seed", "subset", "test_subset", "validation", "compat_2022_truncation", "ortho",
@@ -144,22 +154,28 @@ def _parse_widths(text) -> list:
 
 
 def _parse_validation(text):
+    """The ``validation`` argument of the loaders for ``--validation`` text: K (an int), 'last' or 'last:K'."""
     text = str(text)
-    if text == "last" or text.startswith("last:"):
-        if text.startswith("last:") and not text[5:].isdigit():
-            raise UsageError(f"--validation last:K needs an integer K, got {text!r}")
-        return text
-    if not text.isdigit():
-        raise UsageError(f"--validation must be K, 'last' or 'last:K', got {text!r}")
-    return int(text)
+    if text.isdigit():
+        return int(text)
+    try:
+        validation_size(text)  # the loaders' own check of the format
+    except ValueError:
+        if text.startswith("last:"):
+            raise UsageError(f"--validation last:K needs an integer K, got {text!r}") from None
+        raise UsageError(f"--validation must be K, 'last' or 'last:K', got {text!r}") from None
+    return text
+
+
+def validation_count(run) -> int:
+    """How many training images ``--validation`` holds out (K, or 10 000 for 'last')."""
+    return validation_size(_parse_validation(run["validation"]))[1]
 
 
 def resolve(args) -> dict:
     """The run options: command line over :data:`DEFAULTS` (or over the checkpoint's with --resume), checked."""
     given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k, None) is not None}
     if args.resume:
-        from dlrt_ref.train.checkpoint import CheckpointError, read_manifest
-
         if not Path(args.resume).exists():  # a wrong path is a usage error (2); a damaged file a runtime one (1)
             raise UsageError(f"--resume: checkpoint {args.resume!r} does not exist")
         manifest = read_manifest(args.resume)
@@ -225,8 +241,6 @@ def _check(run) -> None:
     if run["method"] == "dense" and (run["rank"] is not None or run["r_max"] is not None):
         raise UsageError("--rank/--r-max do not apply to --method dense")
     _check_sizes(run)
-    from dlrt_ref.backend import available_backends
-
     if run["backend"] not in available_backends():
         raise UsageError(f"--backend {run['backend']} is not available here (available: {available_backends()})")
 
@@ -234,8 +248,7 @@ def _check(run) -> None:
 def _check_sizes(run) -> None:
     """--validation, --subset and --test-subset against MNIST's sizes, before any data is loaded."""
     n_train, n_test = MNIST_SIZES["train"], MNIST_SIZES["test"]
-    v = _parse_validation(run["validation"])
-    k = v if isinstance(v, int) else (int(v[5:]) if v.startswith("last:") else 10000)
+    k = validation_count(run)
     if k >= n_train:
         raise UsageError(f"--validation {run['validation']} leaves no training images (MNIST has {n_train}); "
                      f"use at most {n_train - 1}")
@@ -276,11 +289,6 @@ def initial_ranks(run) -> list:
 
 def build_trainer(run):
     """The trainer (network + optimiser + method) for resolved run options."""
-    from dlrt_ref.nn import lenet5, mlp
-    from dlrt_ref.train.baselines import UVTrainer, dense_trainer
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import make_optimizer
-
     dtype = np.dtype(run["dtype"])
     ranks = initial_ranks(run)
     kw = dict(ranks=ranks, backend=run["backend"], dtype=dtype, seed=run["seed"], spectrum=run["init_spectrum"])
@@ -297,9 +305,6 @@ def build_trainer(run):
 
 def mnist_path(data_dir):
     """The MNIST folder for ``--data-dir`` (None: ``$DLRT_REF_DATA_DIR`` or the shipped copy); UsageError if absent."""
-    from dlrt_ref.data import data_dir as env_data_dir
-    from dlrt_ref.data import fashion_folder, mnist_folder
-
     if data_dir is None:
         root, what = env_data_dir(), f"${DATA_DIR_ENV}"
         if root is None:
@@ -320,8 +325,6 @@ def mnist_path(data_dir):
 
 def load_data(run, path=None, test_only=False):
     """The MNIST :class:`~dlrt_ref.data.splits.Dataset` of a run (``test_only``: a 10-image training split)."""
-    from dlrt_ref.data import load_mnist
-
     return load_mnist(flatten=run["model"] == "mlp", dtype=np.dtype(run["dtype"]),
                       validation=_parse_validation(run["validation"]), seed=run["seed"],
                       subset=10 if test_only else run["subset"], test_subset=run["test_subset"], path=path)
@@ -344,8 +347,6 @@ def run(args) -> int:
     if not (math.isfinite(factor) and factor >= 0) or 0 < factor <= 1:
         raise UsageError(f"--divergence-factor must be 0 (off) or a finite number > 1, got {factor}")
     if args.resume:
-        from dlrt_ref.train.checkpoint import read_manifest
-
         done = read_manifest(args.resume)["position"]["epoch"]  # readable: resolve() read it
         if epochs <= done:
             raise UsageError(f"--resume {args.resume} has completed {done} epoch(s); --epochs is the new total and must "
@@ -353,8 +354,6 @@ def run(args) -> int:
     console.check_out(args)
     data_folder = mnist_path(args.data_dir)
     if args.resume:  # read every array now (exit 1 on a damaged file), before the data is loaded
-        from dlrt_ref.train.checkpoint import load_checkpoint
-
         load_checkpoint(args.resume, build_trainer(opts))
     if args.out:
         console.writable(Path(args.out))
@@ -362,7 +361,7 @@ def run(args) -> int:
     if args.quiet:
         log_every = 0
     else:
-        sys.stderr.write(console.start_line(opts, epochs, args, data_folder) + "\n")
+        sys.stderr.write(console.start_line(opts, epochs, args, data_folder, validation_count(opts)) + "\n")
         sys.stderr.flush()
     try:
         trainer, data = build(opts, data_folder)
@@ -372,8 +371,6 @@ def run(args) -> int:
               "fit": {"epochs": epochs, "batch_size": opts["batch_size"], "seed": opts["seed"],
                       "eval_batch": DEFAULTS["eval_batch"], "divergence_factor": factor},
               "threads": threads_info(), "data": str(data_folder) if data_folder is not None else "shipped"}
-    from dlrt_ref.train.loop import fit
-
     hist = fit(trainer, data, epochs, opts["batch_size"], seed=opts["seed"], log_every=log_every,
                out_dir=args.out, checkpoint_every=args.checkpoint_every, resume=args.resume,
                eval_batch=DEFAULTS["eval_batch"], config=config, log=log, divergence_factor=factor or None)

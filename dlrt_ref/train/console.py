@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dlrt_ref.data import MNIST_FACTS
 from dlrt_ref.errors import CommandError, UsageError
 from dlrt_ref.threads import describe_threads
 
@@ -51,13 +52,12 @@ def writable(out: Path) -> None:
         raise CommandError(f"--out {out} is not writable: {exc.strerror or exc}") from None
 
 
-def start_line(opts, epochs, args, data_folder) -> str:
-    """One line stating what is about to run: model, method, options, data, threads and output folder."""
-    from dlrt_ref.train.cli import MNIST_SIZES, _parse_validation
+def start_line(opts, epochs, args, data_folder, k: int) -> str:
+    """One line stating what is about to run: model, method, options, data, threads and output folder.
 
-    n_train, n_test = MNIST_SIZES["train"], MNIST_SIZES["test"]
-    v = _parse_validation(opts["validation"])
-    k = v if isinstance(v, int) else (int(v[5:]) if v.startswith("last:") else 10000)
+    ``k``: the number of validation images (``dlrt_ref.train.cli.validation_count``).
+    """
+    n_train, n_test = MNIST_FACTS["n_train"], MNIST_FACTS["n_test"]
     train = opts["subset"] if opts["subset"] is not None else n_train - k
     test = opts["test_subset"] if opts["test_subset"] is not None else n_test
     what = f"{opts['model']} {opts['widths'] or ''}".strip()

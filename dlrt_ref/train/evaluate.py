@@ -22,8 +22,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
+from dlrt_ref.data.splits import validate_dataset
 from dlrt_ref.errors import UsageError
+from dlrt_ref.train import accounting
+from dlrt_ref.train import cli as train_cli
+from dlrt_ref.train.checkpoint import CheckpointError, load_checkpoint, read_manifest
+from dlrt_ref.train.loop import evaluate
 
 
 def add_arguments(p) -> None:
@@ -39,11 +45,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from dlrt_ref.train import cli as train_cli
-    from dlrt_ref.train.checkpoint import read_manifest
-
     path = Path(args.checkpoint)
     if path.is_dir():
         path = path / "checkpoint.npz"
@@ -57,8 +58,6 @@ def run(args) -> int:
     try:
         opts = dict(manifest["config"]["run"])
     except (KeyError, TypeError):
-        from dlrt_ref.train.checkpoint import CheckpointError
-
         raise CheckpointError(f"checkpoint {str(path)!r} holds no run options (not written by 'train')") from None
     opts.setdefault("ortho", "householder")
     opts.setdefault("init_spectrum", "halfnormal")
@@ -69,12 +68,6 @@ def run(args) -> int:
 
 
 def _evaluate(path, manifest, opts, folder, args) -> int:
-    from dlrt_ref.data.splits import validate_dataset
-    from dlrt_ref.train import accounting
-    from dlrt_ref.train import cli as train_cli
-    from dlrt_ref.train.checkpoint import load_checkpoint
-    from dlrt_ref.train.loop import evaluate
-
     t0 = time.perf_counter()
     trainer = train_cli.build_trainer(opts)
     load_checkpoint(path, trainer)

@@ -24,7 +24,6 @@
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,10 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from dlrt_ref.backend import to_numpy
+from dlrt_ref.data.splits import validate_dataset
 from dlrt_ref.nn.loss import SoftmaxCrossEntropy
 from dlrt_ref.train import accounting
-from dlrt_ref.train.checkpoint import net_backend, atomic_write, load_checkpoint, save_checkpoint
+from dlrt_ref.nn.network import net_backend
+from dlrt_ref.train.checkpoint import load_checkpoint, save_checkpoint
 from dlrt_ref.train.dlrt import NonFiniteLossError
+from dlrt_ref.train.files import write_json
 
 __all__ = ["History", "fit", "evaluate", "write_json", "epoch_order", "DivergenceError", "DIVERGENCE_FACTOR",
            "remove_stale_temporaries"]
@@ -116,16 +118,6 @@ def evaluate(net, x, y, batch_size: int = 1000) -> tuple:
     return total_loss / n, correct / n
 
 
-def write_json(path, obj) -> None:
-    """Write JSON atomically (temporary file in the same folder, then :func:`os.replace`)."""
-
-    def dump(f):
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-
-    atomic_write(path, dump, "w")
-
-
 def _fmt(v, spec=".4f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -150,7 +142,7 @@ class DivergenceError(NonFiniteLossError):
 def remove_stale_temporaries(out) -> list:
     """Delete the temporary files that a killed run left in ``out`` (``.checkpoint.npz.*.tmp`` and the JSONs').
 
-    :func:`~dlrt_ref.train.checkpoint.atomic_write` removes its temporary file on
+    :func:`~dlrt_ref.train.files.atomic_write` removes its temporary file on
     any exception, but not on SIGKILL or power loss. One run per folder is
     assumed: a temporary file present when a run starts belongs to a dead run.
     """
@@ -240,8 +232,6 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
     KeyboardInterrupt
         Re-raised on Ctrl-C with a message naming the last checkpoint.
     """
-    from dlrt_ref.data.splits import validate_dataset
-
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"fit: need epochs >= 0 and batch_size >= 1, got epochs={epochs}, batch_size={batch_size}")
     validate_dataset(data, need_train=epochs > 0)

@@ -8,7 +8,8 @@ import pytest
 from dlrt_ref.data import teacher_student
 from dlrt_ref.nn import mlp
 from dlrt_ref.train.baselines import SOnlyTrainer, UVTrainer
-from dlrt_ref.train.checkpoint import CheckpointError, atomic_write, load_checkpoint, read_manifest
+from dlrt_ref.train.checkpoint import CheckpointError, load_checkpoint, read_manifest
+from dlrt_ref.train.files import atomic_write
 from dlrt_ref.train.dlrt import DLRT, NonFiniteLossError
 from dlrt_ref.train.loop import History, epoch_order, evaluate, fit
 from dlrt_ref.train.optim import make_optimizer
