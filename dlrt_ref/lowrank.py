@@ -303,25 +303,27 @@ def _augment_gram(Q, A, delta: Optional[float]):
     """The GEMM-based form of :func:`orthonormalise_after` (``"cholqr2"``): returns (Ũ, δ), or (None, δ) to let
     the Householder form decide.
 
-    1. W = (I − QQ^*)A, twice (CGS2; Giraud et al. 2005): W ⟂ Q up to ~eps·‖A‖.
-    2. G = W^*W in float64 (k×k; W is exact in float64 when it is float32) and G = Z Λ Z^*
-       (symmetric eigen-decomposition). σ_j(W) = √λ_j up to the resolution
-       s_res = √((m + k)·eps₆₄·Σλ) (rounding of G and of the eigen-solver, ≥ both's bounds
-       in practice). The decision k' = #{√λ_j > δ} is taken when every σ is resolved or
+    1. W = (I − QQ^*)A, twice (CGS2, block classical Gram–Schmidt with re-orthogonalisation):
+       W ⟂ Q to round-off.
+    2. G = W^*W in float64 (k×k; W is exact in float64 when it is float32) and its eigenvalues
+       λ_j = σ_j(W)² (G = Z Λ Z^*; the eigenvectors Z are computed in step 3, only if
+       0 < k' < k), resolved down to s_res = √((m + k)·eps₆₄·Σλ) (rounding of G and of the
+       eigen-solver). The decision k' = #{√λ_j > δ} is taken when every σ is resolved or
        below δ: 10·s_res ≤ δ (always for float32 data with m + k ≤ 64(q + k), since
        Σλ = ‖W‖_F² ≤ ‖A‖_F²), or √λ_min ≥ 10·s_res (well-conditioned W, float64 too).
        Otherwise (None, δ): the Householder form decides.
     3. Ũ₀ = W R^{-1} with R^*R = G (Cholesky) when k' = k — the Q factor of W — else
-       Ũ₀ = W Z_k' Λ_k'^{-1/2}, in float64. Its orthonormality error is ≲ s_res²/δ² ≤ 1e-2
-       (κ(R)² eps₆₄ or the eigen-residual divided by λ_min), and its overlap with Q is
-       ≲ eps‖A‖/δ ≤ 0.1/√(q+k) (step 1's residual divided by the smallest kept σ).
+       Ũ₀ = W Z_k' Λ_k'^{-1/2}; the k×k factors come from float64 and are applied to W in the
+       working precision. Ũ₀'s orthonormality error is ≲ s_res²/δ² + eps·κ(W) ≤ 0.1 and its
+       overlap with Q ≲ eps·‖W‖/σ_min(kept) ≤ 0.1/√(q+k) (step 1's residual divided by the
+       smallest kept σ; κ(W) ≤ ‖A‖/δ).
     4. Ũ₁ = (I − QQ^*)Ũ₀ (in the working precision), then one CholeskyQR step with the
-       Gram matrix in float64: Ũ = Ũ₁ R₁^{-1}. Ũ₁ is within ~1e-2 of orthonormal, so this
+       Gram matrix in float64: Ũ = Ũ₁ R₁^{-1}. Ũ₁ is within ~0.1 of orthonormal, so this
        step is at working precision: ‖Ũ^*Ũ − I‖ and ‖Q^*Ũ‖ are O(eps), like Householder's.
 
-    One host synchronisation: the eigenvalues with ‖A‖_F. Cost on the thesis net (m ≤ 784,
-    k ≤ 152, float32): GEMMs and k×k factorisations, ~4× less than the Householder QR of
-    [Q | A] (``benchmarks/README.md``, issue 14).
+    One host synchronisation: the eigenvalues with ‖A‖_F. Cost: GEMMs, k×k factorisations and
+    triangular solves, no Householder QR of the m×(q+k) block; its time in a training step is
+    measured in ``benchmarks/README.md`` (issue 14).
     """
     xp = array_module(Q, A)
     solve_triangular = scipy_linalg(xp).solve_triangular
@@ -333,7 +335,7 @@ def _augment_gram(Q, A, delta: Optional[float]):
     W64 = W.astype(wide)  # (m, k)
     G = _H(W64) @ W64  # (k, m) @ (m, k) -> (k, k), float64
     try:
-        lam, Z = xp.linalg.eigh(G)  # ascending: (k,), (k, k)
+        lam = xp.linalg.eigvalsh(G)  # ascending (k,); the eigenvectors only if some but not all directions are kept
     except Exception:  # LinAlgError: NaN/inf in A (NumPy); the Householder form reports it as before
         return None, delta
     parts = [lam] if delta is not None else [xp.linalg.norm(A).astype(xp.float64).reshape(1), lam]
@@ -353,12 +355,12 @@ def _augment_gram(Q, A, delta: Optional[float]):
     if k1 == k:  # nothing dropped: the Q factor of W, W = Ũ₀ R with R = L^*, G = L L^*
         L = xp.linalg.cholesky(G)  # (k, k) lower
         # (W R^{-1})^T = conj(L)^{-1} W^T: a lower-triangular solve (k, k) \ (k, m)
-        U0 = solve_triangular(L.conj(), W64.T, lower=True, check_finite=False).T  # (m, k)
+        U0 = solve_triangular(L.conj().astype(dt), W.T, lower=True, check_finite=False).T  # (m, k)
     else:  # the eigen-directions of the k1 largest λ, descending
+        lam, Z = xp.linalg.eigh(G)  # ascending: (k,), (k, k)
         Zk = Z[:, k - k1:][:, ::-1]  # (k, k1)
-        U0 = W64 @ (Zk / xp.sqrt(lam[k - k1:][::-1]))  # (m, k) @ (k, k1) -> (m, k1): W z_j / σ_j
-    U1 = U0.astype(dt)
-    U1 = U1 - Q @ (_H(Q) @ U1)  # (m, q) @ (q, m) @ (m, k1): re-projection, removes the O(eps‖A‖/δ) overlap
+        U0 = W @ (Zk / xp.sqrt(lam[k - k1:][::-1])).astype(dt)  # (m, k) @ (k, k1) -> (m, k1): W z_j / σ_j
+    U1 = U0 - Q @ (_H(Q) @ U0)  # (m, q) @ (q, m) @ (m, k1): re-projection, removes the O(eps‖A‖/δ) overlap
     U164 = U1.astype(wide)
     L1 = xp.linalg.cholesky(_H(U164) @ U164)  # (k1, m) @ (m, k1) -> (k1, k1), ≈ I
     U_tilde = solve_triangular(L1.conj().astype(dt), U1.T, lower=True, check_finite=False).T  # (m, k1)
