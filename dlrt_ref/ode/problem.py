@@ -1,4 +1,4 @@
-"""The :class:`Problem` type: a matrix ODE with a rank-r start and a reference solution.
+"""The :class:`Problem` type: a matrix ODE with a rank-r start and a reference solution; one guarded run.
 
 Kept apart from the constructors (:mod:`dlrt_ref.ode.problems`,
 :mod:`dlrt_ref.ode.schrodinger`, :mod:`dlrt_ref.ode.least_squares`) so that each
@@ -11,9 +11,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from dlrt_ref.integrators import ADAPTIVE, integrate
 from dlrt_ref.lowrank import LowRankMatrix
 
-__all__ = ["Problem", "best_error_of"]
+__all__ = ["Problem", "best_error_of", "run_method", "error_or_none"]
 
 
 def _frob(Y) -> float:
@@ -89,3 +90,31 @@ class Problem:
     def linear(self) -> bool:
         """Whether the field provides Sylvester coefficients (sub-step "exact" works)."""
         return hasattr(self.field, "k_coefficients")
+
+
+def run_method(P, method, n_steps, substep="euler", callback=None, **options):
+    """Integrate problem ``P`` with ``method``; returns the Solution, or None if it broke down.
+
+    Fixed-rank use of the adaptive methods: pass nothing (``integrate`` keeps
+    the rank of Y0). The naive method may overflow or meet a singular S; such
+    runs return None (plotted as "diverged").
+    """
+    if method not in ADAPTIVE:
+        options = {k: v for k, v in options.items() if k not in ("theta", "tau", "rank", "r_min", "r_max")}
+    with np.errstate(all="ignore"):
+        try:
+            sol = integrate(P.field, P.Y0, P.t0, P.T, n_steps, method, substep=substep, callback=callback, **options)
+        except (np.linalg.LinAlgError, ValueError, FloatingPointError):
+            return None
+        if not np.all(np.isfinite(sol.Y.S)):
+            return None
+    return sol
+
+
+def error_or_none(P, sol):
+    """‖Y − A(T)‖_F of a run's end point, or None for a run that broke down (or a non-finite error)."""
+    if sol is None:
+        return None
+    with np.errstate(all="ignore"):
+        e = P.error(sol.Y, P.T)
+    return float(e) if np.isfinite(e) else None
