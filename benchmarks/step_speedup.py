@@ -6,6 +6,8 @@ Both code versions run the same configuration in separate processes, interleaved
 process builds the network, takes ``--warmup`` untimed steps and times ``--steps``
 steps. Reported: the median over all timed steps of each side and the ratio
 base/new (> 1: this checkout is faster), with the 1-min load before and after.
+``--base`` may be given several times: all checkouts then run interleaved in the
+same run (base0, base1, ..., new, base0, ...) and the ratio is given against each.
 
 Default configuration (issue 14's CPU target): the thesis net 784-500-300-100-10,
 batch 256, float32, ra-bug at constant ranks [152, 93, 37] (τ = 0, r_min = r_max),
@@ -67,7 +69,9 @@ def run_side(root, cfg, threads):
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--base", required=True, help="path of the other checkout (e.g. a git worktree of the old commit)")
+    p.add_argument("--base", required=True, action="append",
+                   help="path of the other checkout (e.g. a git worktree of the old commit); give it again to compare "
+                        "with several checkouts in the same interleaved run (speed-ups against each)")
     p.add_argument("--new", default=ROOT, help="path of the checkout to compare (default: this one)")
     p.add_argument("--widths", default="784,500,300,100,10")
     p.add_argument("--ranks", default="152,93,37")
@@ -81,37 +85,41 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
-    base_commit = subprocess.run(["git", "-C", a.base, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip()
-    new_commit = subprocess.run(["git", "-C", a.new, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
+    commit = lambda path: subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"],  # noqa: E731
+                                         capture_output=True, text=True).stdout.strip()
+    bases = [{"path": b, "commit": commit(b)} for b in a.base]
+    new_commit = commit(a.new)
     dirty = subprocess.run(["git", "-C", a.new, "status", "--porcelain", "--untracked-files=no", "--", "dlrt_ref"],
                            capture_output=True, text=True).stdout.split("\n")
     dirty = [line.strip() for line in dirty if line.strip()]
-    doc = {"benchmark": "step_speedup", "base": {"path": a.base, "commit": base_commit},
+    doc = {"benchmark": "step_speedup", "base": bases[0], "bases": bases,
            "new": {"path": a.new, "commit": new_commit, "uncommitted_library_changes": dirty}, "threads": a.threads,
            "cpu_count": os.cpu_count(), "results": []}
+    sides = [(f"base{i}", b["path"]) for i, b in enumerate(bases)] + [("new", a.new)]
     t_start = time.time()
     for ortho in a.ortho.split(","):
         for lr in (float(v) for v in a.lr.split(",")):
             cfg = dict(widths=[int(v) for v in a.widths.split(",")], ranks=[int(v) for v in a.ranks.split(",")],
                        batch=a.batch, method=a.method, ortho=ortho, lr=lr, warmup=a.warmup, steps=a.steps)
             load0 = list(os.getloadavg())
-            ms = {"base": [], "new": []}
+            ms = {label: [] for label, _ in sides}
             ranks = {}
             for _ in range(a.rounds):
-                for side, root in (("base", a.base), ("new", a.new)):
+                for label, root in sides:  # interleaved: base0, base1, ..., new, base0, ...
                     res = run_side(root, cfg, a.threads)
-                    ms[side] += res["ms"]
-                    ranks[side] = res["ranks"]
-            row = dict(config=cfg, base_ms_median=statistics.median(ms["base"]), new_ms_median=statistics.median(ms["new"]),
-                       base_ms_all=ms["base"], new_ms_all=ms["new"], ranks_after=ranks, load_before=load0,
-                       load_after=list(os.getloadavg()))
-            row["speedup"] = row["base_ms_median"] / row["new_ms_median"]
+                    ms[label] += res["ms"]
+                    ranks[label] = res["ranks"]
+            med = {label: statistics.median(v) for label, v in ms.items()}
+            row = dict(config=cfg, base_ms_median=med["base0"], new_ms_median=med["new"], base_ms_all=ms["base0"],
+                       new_ms_all=ms["new"], ranks_after=ranks, load_before=load0, load_after=list(os.getloadavg()))
+            row["speedup"] = med["base0"] / med["new"]
+            row["per_base"] = [dict(commit=b["commit"], ms_median=med[f"base{i}"], ms_all=ms[f"base{i}"],
+                                    speedup=med[f"base{i}"] / med["new"]) for i, b in enumerate(bases)]
             doc["results"].append(row)
-            print(f"{a.method} ortho={ortho:11} lr={lr:<6g} base {row['base_ms_median']:8.1f} ms  new "
-                  f"{row['new_ms_median']:8.1f} ms  speedup {row['speedup']:.2f}x  load {load0[0]:.2f}->"
-                  f"{row['load_after'][0]:.2f}", flush=True)
+            vs = "  ".join(f"{b['commit']} {pb['ms_median']:7.1f} ms ({pb['speedup']:.2f}x)"
+                           for b, pb in zip(bases, row["per_base"]))
+            print(f"{a.method} ortho={ortho:11} lr={lr:<6g} new {row['new_ms_median']:7.1f} ms  vs {vs}  load "
+                  f"{load0[0]:.2f}->{row['load_after'][0]:.2f}", flush=True)
     doc["wall_s"] = time.time() - t_start
     if a.out:
         with open(a.out, "w") as f:
