@@ -2,9 +2,11 @@
 
 Each module ``dlrt_ref.experiments.<name>`` provides
 
-``run(preset: str, backend: str) -> dict``
-    compute the data ("quick": seconds, for tests; "full": the published
-    figure); the dict must be JSON-able (lists, floats, str; no NaN — use None);
+``run(preset, backend: str) -> dict``
+    compute the data ("quick": seconds, for tests; "full": the committed
+    figure; "paper": the published protocol). ``preset`` is a name or a
+    :class:`~dlrt_ref.experiments.budget.Budget` (preset + overrides; see that
+    module for ``PRESETS``, ``KNOBS`` and ``count_runs``); the dict must be JSON-able (lists, floats, str; no NaN — use None);
 ``plot(data: dict, out_dir: pathlib.Path) -> list[pathlib.Path]``
     draw it into ``out_dir/<name>.png`` and ``out_dir/<name>.pdf``
     (use :func:`dlrt_ref.experiments.plotting.save`).
@@ -55,7 +57,7 @@ EXPERIMENTS = {
                            "[P] Thm. 1 error vs h, theta, eps against the full flow; sigma_r -> 1e-10 vs naive and vanilla UV"),
 }
 
-PRESETS = ("quick", "full")
+PRESETS = ("quick", "full", "paper")  # paper: the published protocol (see each module and budget.py)
 
 
 def load(name: str):

@@ -132,13 +132,14 @@ def resolve(module, budget):
 
 
 def notes(name: str, module, budget: Budget) -> list[str]:
-    """One line per override that does not apply to ``module`` (and for ``paper`` without a protocol)."""
+    """One line naming the overrides that do not apply to ``module`` (and one for ``paper`` without a protocol)."""
     out = []
     knobs = getattr(module, "KNOBS", {})
     why = getattr(module, "KNOBS_NOTE", "")
-    for k in budget.overrides():
-        if k not in knobs:
-            out.append(f"{name}: --{k} does not apply here{' (' + why + ')' if why else ''}; ignored")
+    left = [f"--{k}" for k in budget.overrides() if k not in knobs]
+    if left:
+        verb = "does" if len(left) == 1 else "do"
+        out.append(f"{name}: {', '.join(left)} {verb} not apply here{' (' + why + ')' if why else ''}; ignored")
     if budget.preset == "paper" and base_preset(module, budget) == "full":
         out.append(f"{name}: no published protocol to follow; --preset paper runs its full preset")
     return out

@@ -46,7 +46,7 @@ PRESETS = {
                   long=None),
 }
 KNOBS = {"epochs": ["epochs", "long.epochs", "long.dense_epochs"], "seeds": ["seeds"],
-         "subset": ["subset"], "taus": ["taus"]}
+         "subset": ["subset", "long.subset"], "taus": ["taus"]}
 
 
 def count_runs(cfg) -> int:
@@ -123,34 +123,45 @@ def run(preset="full", backend: str = "numpy") -> dict:
 
 def plot(data: dict, out_dir):
     plt = pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.6))
     taus = [t for t in data["grid"] if t != "dense"]
     tf = np.array([float(t) for t in taus])
     s = [data["grid"][t]["summary"] for t in taus]
     acc = np.array([100 * x["test_acc_mean"] for x in s])
     std = np.array([100 * x["test_acc_std"] for x in s])
     pub = data["published"]
-    ax = axes[0]
-    ax.errorbar(tf, acc, yerr=std, fmt="o-", capsize=3, label=f"ours ({data['epochs']} ep. on {data['subset']}, "
-                                                               f"{len(data['seeds'])} seeds)")
     pt = np.array([float(t) for t in pub if t != "dense"])
     pv = np.array([pub[t] for t in pub if t != "dense"], dtype=object)
+    # panel 1: the numbers that can be compared with [T] (its table, our longer runs), on their own y-range;
+    # panel 2: the short grid alone (its accuracies are far from converged and would squash panel 1)
+    ax = axes[0]
     ax.errorbar(pt, [v[0] for v in pv], yerr=[v[1] for v in pv], fmt="x--", capsize=3, color="k",
                 label="[T] (20 epochs, 5 runs)")
-    dm, dsd = 100 * data["grid"]["dense"]["summary"]["test_acc_mean"], 100 * data["grid"]["dense"]["summary"]["test_acc_std"]
-    ax.axhspan(dm - max(dsd, 0.02), dm + max(dsd, 0.02), color="C0", alpha=0.2, label="ours dense ± std")
     ax.axhspan(pub["dense"][0] - pub["dense"][1], pub["dense"][0] + pub["dense"][1], color="k", alpha=0.2,
                label="[T] dense ± std")
+    lows = [v[0] - v[1] for v in pv]
     for t, r in data["long"]["runs"].items():
         a = 100 * r["test_acc_best"]
-        lab = f"ours long run (55k, ep. {r['best'] + 1} of {len(r['test_acc'])})"
+        lows.append(a)
+        lab = f"ours long run ({r.get('n_train', '55k')}, ep. {r['best'] + 1} of {len(r['test_acc'])})"
         if t == "None":
             ax.axhline(a, color="C3", linestyle=":", label=lab + " dense")
         else:
             ax.plot([float(t)], [a], "*", color="C3", markersize=13, label=lab)
-    ax.set(xlabel="τ", ylabel="test accuracy [%] (row: min val loss)", title="accuracy vs τ")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="τ", ylabel="test accuracy [%] (row: min val loss)", title="accuracy vs τ: [T] and our long runs",
+           ylim=(np.floor(min(lows)) - 0.5, 100))
+    ax.legend(fontsize=7, loc="lower left")
     ax = axes[1]
+    n_img = data["subset"]
+    steps = f", {data['epochs'] * -(-n_img // data['batch'])} SGD steps" if n_img else ""
+    ax.errorbar(tf, acc, yerr=std, fmt="o-", capsize=3,
+                label=f"ours ({data['epochs']} ep. on {n_img or '55k'} images{steps}, {len(data['seeds'])} seeds)")
+    dm, dsd = 100 * data["grid"]["dense"]["summary"]["test_acc_mean"], 100 * data["grid"]["dense"]["summary"]["test_acc_std"]
+    ax.axhspan(dm - max(dsd, 0.02), dm + max(dsd, 0.02), color="C0", alpha=0.2, label="ours dense ± std, same budget")
+    ax.set(xlabel="τ", ylabel="test accuracy [%] (row: min val loss)",
+           title="the τ grid at its short budget (not converged)")
+    ax.legend(fontsize=7, loc="lower left")
+    ax = axes[2]
     names = {"cr_thesis_test": "thesis-test Σr(m+1)", "cr_eval": "eval Σr(m+n)",
              "cr_thesis_train_grads": "thesis-train-grads"}
     for k, (c, lab) in enumerate(names.items()):
@@ -159,7 +170,7 @@ def plot(data: dict, out_dir):
                 label=f"[T] ranks counted by {lab}")
     ax.set(xlabel="τ", ylabel="compression rate [%]", title="compression (named definitions)")
     ax.legend(fontsize=6)
-    ax = axes[2]
+    ax = axes[3]
     rk = np.array([x["ranks_best_run"] for x in s], dtype=float)
     for j, lname in enumerate(["conv1", "conv2", "fc1"]):
         ax.plot(tf, rk[:, j], "o-", color=f"C{j}", label=f"ours {lname}")

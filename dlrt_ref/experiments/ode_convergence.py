@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from dlrt_ref.experiments.budget import preset_name
 from dlrt_ref.experiments.ode_common import error_or_none, loglog_capped, run_method
 from dlrt_ref.experiments.plotting import STYLE, pyplot, save
 from dlrt_ref.ode.problems import toy
@@ -29,9 +30,12 @@ STEPS = {"quick": [4, 16, 64], "full": [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024
 CAP = 1e2  # errors above this (or non-finite) are drawn at CAP
 # the integrators of the committed figure (midpoint-bug, added later, is tested in tests/core/test_core_properties.py)
 METHODS = ("ksl", "lsk", "strang", "bug", "ra-bug", "parallel", "naive")
+KNOBS_NOTE = "an ODE problem: its sizes and step counts are the experiment"
 
 
-def run(preset: str = "full", backend: str = "numpy") -> dict:
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a name or a Budget; ``paper`` runs ``full``: no published protocol)."""
+    preset = preset_name(preset)
     steps = STEPS[preset]
     out = {"problem": "toy", "N": 100, "T": 1.0, "seed": 0, "steps": steps, "h": [1.0 / n for n in steps],
            "methods": list(METHODS), "panels": {}}

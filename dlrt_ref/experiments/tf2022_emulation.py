@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from dlrt_ref.experiments.budget import as_budget, configure
+from dlrt_ref.experiments.budget import as_budget, configure, run_done
 from dlrt_ref.experiments.plotting import jsonable, pyplot, save
 from dlrt_ref.experiments.tf2022_step import TF2022Emulation
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, train_record
@@ -135,6 +135,7 @@ def _emulated(d, tau, switches, data, cfg, tag):
         print(f"[{tag}] epoch {e + 1}/{cfg['epochs']}: test acc {rec['test_acc'][-1]:.4f} ranks {em.ranks()} "
               f"cr_eval {rec['cr_eval'][-1]:.4f} {time.perf_counter() - t0:.0f} s", flush=True)
     rec["seconds"] = time.perf_counter() - t0
+    run_done(tag, rec["seconds"])
     return rec
 
 
