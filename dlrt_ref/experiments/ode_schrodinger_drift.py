@@ -68,8 +68,9 @@ def plot(data: dict, out_dir):
             st["color"] = next(adaptive_colours)
         a1.semilogy(t[1:], np.abs(as_float(rec["norm_drift"]))[1:], label=rec["label"], linewidth=1.4, **st)
         if rec["theta"] is not None:
-            a1.semilogy(t[1:], 0.5 * np.array(rec["discarded_sq"])[1:] + 1e-300, linestyle=(0, (3, 3)), linewidth=1.2,
-                        color="k", zorder=5, label=f"½ Σ discarded σ² (ϑ = {rec['theta']:g})")
+            # the bound in its run's colour (one black style for every θ made the entries indistinguishable)
+            a1.semilogy(t[1:], 0.5 * np.array(rec["discarded_sq"])[1:] + 1e-300, linestyle=":", linewidth=1.5,
+                        marker="o", mfc="none", markevery=max(1, len(t) // 12), color=st["color"], zorder=5, label=f"½ Σ discarded σ² (ϑ = {rec['theta']:g})")
         a2.semilogy(t[1:], np.abs(as_float(rec["energy_drift"]))[1:], label=rec["label"], linewidth=1.4, **st)
     a1.set_ylabel(r"norm drift $|\,\|Y_n\|_F - \|Y_0\|_F\,|$")
     a2.set_ylabel(r"energy drift $|E(Y_n) - E(Y_0)|$")
