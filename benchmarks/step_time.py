@@ -97,6 +97,7 @@ import dlrt_ref.integrators as integrators  # noqa: E402
 import dlrt_ref.lowrank as lowrank  # noqa: E402
 from dlrt_ref.backend import get_backend, to_numpy  # noqa: E402
 from dlrt_ref.nn import mlp  # noqa: E402
+from dlrt_ref.threads import load_average  # noqa: E402
 from dlrt_ref.train.baselines import UVTrainer, dense_trainer  # noqa: E402
 from dlrt_ref.train.dlrt import DLRT  # noqa: E402
 from dlrt_ref.train.optim import SGD  # noqa: E402
@@ -223,7 +224,7 @@ def blas_summary() -> dict:
 
 
 def load() -> list:
-    return [round(x, 2) for x in os.getloadavg()]
+    return load_average(2)
 
 
 def machine_facts(threads) -> dict:

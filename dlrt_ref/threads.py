@@ -25,13 +25,23 @@ def default_threads() -> tuple:
     clipped to ``cores - ⌊load⌋`` idle cores.
     """
     cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
-        load = 0.0
+    load = (load_average() or [0.0])[0]
     idle = max(1, cores - int(load))
     n = max(1, min(cores, MAX_DEFAULT_THREADS, idle))
     return n, f"auto: {cores} cores, load {load:.1f}"
+
+
+def load_average(ndigits=None) -> list:
+    """The 1-, 5- and 15-minute load averages (rounded to ``ndigits`` if given); [] where the platform has none.
+
+    The one reader of the machine load: the default thread count here, and the
+    load recorded beside every timing (experiments/timing.py, benchmarks/step_time.py).
+    """
+    try:
+        la = os.getloadavg()
+    except (AttributeError, OSError):  # not on every platform
+        return []
+    return [x if ndigits is None else round(x, ndigits) for x in la]
 
 
 def _scan_threads(argv):

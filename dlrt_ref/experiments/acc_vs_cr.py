@@ -27,6 +27,10 @@ import numpy as np
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.train_common import load_dataset, mean_std, train_record
+from dlrt_ref.nn import lenet5
+from dlrt_ref.train.baselines import dense_trainer
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.optim import SGD
 
 NAME = "acc_vs_cr"
 CRS = [0.0, 0.5, 0.8, 0.9, 0.94, 0.96, 0.98]
@@ -59,10 +63,6 @@ def run(preset="full", backend: str = "numpy") -> dict:
     """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
     budget = as_budget(preset, backend)
     backend = budget.backend
-    from dlrt_ref.nn import lenet5
-    from dlrt_ref.train.baselines import dense_trainer
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import SGD
 
     cfg = configure(PRESETS, KNOBS, budget)
     results = {}

@@ -34,6 +34,10 @@ import numpy as np
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.train_common import load_dataset, train_record
+from dlrt_ref.nn import lenet5
+from dlrt_ref.train.baselines import UVTrainer
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.optim import SGD
 
 NAME = "dlrt_vs_uv"
 EPOCHS_FULL = 5
@@ -64,10 +68,6 @@ def run(preset="full", backend: str = "numpy") -> dict:
     """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
     budget = as_budget(preset, backend)
     backend = budget.backend
-    from dlrt_ref.nn import lenet5
-    from dlrt_ref.train.baselines import UVTrainer
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import SGD
 
     cfg = configure(PRESETS, KNOBS, budget)
     out = {}

@@ -29,6 +29,10 @@ import numpy as np
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, train_record
+from dlrt_ref.nn import mlp
+from dlrt_ref.train.baselines import dense_trainer
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.optim import Adam
 
 NAME = "fc_tau_sweep"
 TAUS = [0.03, 0.05, 0.07, 0.09, 0.11, 0.13, 0.15, 0.17]
@@ -68,11 +72,6 @@ PUBLISHED = {
 
 
 def _one(d, tau, cfg, backend):
-    from dlrt_ref.nn import mlp
-    from dlrt_ref.train.baselines import dense_trainer
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import Adam
-
     widths = [784, d, d, d, d, 10]
     seed = cfg["seed"]
     data = load_dataset("mnist", True, cfg["validation"], seed, cfg["subset"], cfg["test_subset"])

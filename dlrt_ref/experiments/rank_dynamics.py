@@ -50,8 +50,15 @@ import time
 
 import numpy as np
 
+from dlrt_ref.data import load_mnist
+from dlrt_ref.data.synthetic import teacher_student
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import jsonable, pyplot, save
+from dlrt_ref.lowrank import truncate
+from dlrt_ref.nn import lenet5, mlp
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.loop import evaluate
+from dlrt_ref.train.optim import make_optimizer
 
 NAME = "rank_dynamics"
 RULES = {"relative": [0.05, 0.1, 0.2], "absolute": [0.01, 0.05, 0.2], "step": [3.0, 10.0, 30.0]}
@@ -106,8 +113,6 @@ class MeanSquaredError:
 
 def make_trainer(net, opt, rule: str, value: float, loss=None):
     """``DLRT(method="ra-bug")`` with tolerance rule ``rule`` at ``value`` (τ, ϑ or c)."""
-    from dlrt_ref.train.dlrt import DLRT
-
     kw = dict(tau=value) if rule == "relative" else dict(tol_rule=rule, theta=value)
     return DLRT(net, opt, method="ra-bug", loss=loss, **kw)
 
@@ -127,8 +132,6 @@ def predicted_ranks(S0, tau: float, r_min: int = 2, r_max=None) -> tuple:
     This is what ra-bug's truncation does to S0 when the data add nothing above ϑ
     (the added directions are O(h), ϑ = τ‖Ŝ‖ is O(‖S0‖)).
     """
-    from dlrt_ref.lowrank import truncate
-
     s = np.sort(np.linalg.svd(np.asarray(S0, float), compute_uv=False))[::-1]
     trail = []
     while True:
@@ -151,8 +154,6 @@ def settle_step(steps, ranks) -> int:
 # --------------------------------------------------------------------------- #
 def teacher_run(cfg, data, rule, value, start, seed, lr=0.05, opt="sgd", state_policy="transport",
                 spectrum="halfnormal", scale=1.0) -> dict:
-    from dlrt_ref.train.optim import make_optimizer
-
     X = data.x_train
     Y = data.teacher.logits(X)  # (N, C) regression targets
     net = student(cfg["widths"], start, seed, spectrum, scale)
@@ -175,8 +176,6 @@ def teacher_run(cfg, data, rule, value, start, seed, lr=0.05, opt="sgd", state_p
 
 def student(widths, start, seed, spectrum="halfnormal", scale=1.0):
     """The student network of :func:`teacher_run`, float64, before training."""
-    from dlrt_ref.nn import mlp
-
     net = mlp(list(widths), ranks=[start] * (len(widths) - 2) + [None], seed=100 + seed, dtype=np.float64,
               spectrum="halfnormal" if spectrum == "unit" else spectrum)
     set_spectrum(net, spectrum, scale)
@@ -199,8 +198,6 @@ def add_predicted(teacher: dict) -> None:
 
 
 def part_teacher(cfg) -> dict:
-    from dlrt_ref.data.synthetic import teacher_student
-
     runs = []
     datasets = {s: teacher_student(cfg["n_train"], 0, cfg["widths"], list(cfg["true"]) + [None], seed=s,
                                    dtype=np.float64) for s in cfg["seeds"]}
@@ -232,9 +229,6 @@ def part_teacher(cfg) -> dict:
 # Part 2: MNIST
 # --------------------------------------------------------------------------- #
 def mnist_run(kind, build, data, tau, steps, batch, spectrum) -> dict:
-    from dlrt_ref.train.loop import evaluate
-    from dlrt_ref.train.optim import make_optimizer
-
     net = build(spectrum)
     if spectrum == "unit":
         set_spectrum(net, "unit")
@@ -267,9 +261,6 @@ def mnist_run(kind, build, data, tau, steps, batch, spectrum) -> dict:
 
 
 def part_mnist(cfg) -> dict:
-    from dlrt_ref.data import load_mnist
-    from dlrt_ref.nn import lenet5, mlp
-
     w = cfg["widths"]
     caps = [min(a, b) // 2 for a, b in zip(w[:-2], w[1:-1])]
     flat = load_mnist(subset=cfg["subset"], test_subset=2000, seed=0)

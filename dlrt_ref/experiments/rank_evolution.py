@@ -27,6 +27,10 @@ import numpy as np
 from dlrt_ref.experiments.budget import as_budget, configure, run_done
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.train_common import load_dataset, train_record
+from dlrt_ref.nn import mlp
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.loop import fit
+from dlrt_ref.train.optim import Adam
 
 NAME = "rank_evolution"
 EPOCHS_FULL = 12
@@ -57,16 +61,12 @@ def run(preset="full", backend: str = "numpy") -> dict:
     """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
     budget = as_budget(preset, backend)
     backend = budget.backend
-    from dlrt_ref.nn import mlp
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import Adam
 
     cfg = configure(PRESETS, KNOBS, budget)
     d, seed = cfg["d"], cfg["seed"]
     widths = [784, d, d, d, d, 10]
     caps = [min(a, b) // 2 for a, b in zip(widths[:-2], widths[1:-1])]
     data = load_dataset("mnist", True, cfg["validation"], seed, cfg["subset"], cfg["test_subset"])
-    from dlrt_ref.train.loop import fit
 
     runs = {}
     jobs = [(t, False) for t in cfg["taus"]] + [(t, True) for t in cfg.get("compat_taus", [])]

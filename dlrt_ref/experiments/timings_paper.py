@@ -22,13 +22,19 @@ measured. ``quick``: 784-256×4-10, ranks 4, 16, 64, 1 repeat, 500 test images.
 """
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 
+from dlrt_ref.data import load_mnist
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
+from dlrt_ref.experiments.timing import add_ratios_to_dense, machine_record, median_time
+from dlrt_ref.nn import mlp
+from dlrt_ref.threads import load_average
+from dlrt_ref.train.baselines import dense_trainer
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.optim import SGD
 
 NAME = "timings_paper"
 PRESETS = {
@@ -48,32 +54,6 @@ PUBLISHED = {"dense": (1.248, 0.320), 5: (0.247, 0.072), 10: (0.249, 0.087), 20:
              640: (0.480, 2.250), 1280: (0.797, 7.612), 2560: (1.430, 24.35)}
 
 
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn()`` in seconds over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
-
-
-def add_ratios_to_dense(rows: dict, names: dict) -> None:
-    """For every row, ``row[ratio] = row[time] / rows["dense"][time]`` for each ``time -> ratio`` in ``names``."""
-    dense = rows["dense"]
-    for row in rows.values():
-        for t, ratio in names.items():
-            row[ratio] = row[t] / dense[t]
-
-
-def machine_record(load_before) -> dict:
-    """Thread setting and load averages before/after a timing run (for the JSON beside the figure)."""
-    return {"threads": 1, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load_avg_before": list(load_before),
-            "load_avg_after": list(os.getloadavg())}
-
-
 def _predict_seconds(net, x_test, n_target=10000):
     t0 = time.perf_counter()
     for i in range(0, len(x_test), 1000):
@@ -85,17 +65,12 @@ def run(preset="full", backend: str = "numpy") -> dict:
     """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
     budget = as_budget(preset, backend)
     backend = budget.backend
-    from dlrt_ref.data import load_mnist
-    from dlrt_ref.nn import mlp
-    from dlrt_ref.train.baselines import dense_trainer
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import SGD
 
     cfg = configure(PRESETS, KNOBS, budget)
     data = load_mnist(subset=BATCH, test_subset=cfg["n_predict"])
     x, y, x_test = data.x_train, data.y_train, data.x_test
     widths = [784] + [cfg["width"]] * 4 + [10]
-    load_before = os.getloadavg()
+    load_before = load_average()
     rows = {}
     for r in [None] + cfg["ranks"]:
         if r is None:

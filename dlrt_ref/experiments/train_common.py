@@ -13,15 +13,15 @@ import time
 
 import numpy as np
 
+from dlrt_ref.data import load_fashion_mnist, load_mnist
 from dlrt_ref.experiments.budget import run_done
+from dlrt_ref.train.loop import fit
 
 __all__ = ["train_record", "best_epoch", "mean_std", "load_dataset"]
 
 
 def load_dataset(name: str, flatten: bool, validation, seed: int, subset, test_subset):
     """MNIST or Fashion-MNIST (shipped / cached copies) as a :class:`~dlrt_ref.data.splits.Dataset`."""
-    from dlrt_ref.data import load_fashion_mnist, load_mnist
-
     loader = {"mnist": load_mnist, "fashion_mnist": load_fashion_mnist}[name]
     return loader(flatten=flatten, validation=validation, seed=seed, subset=subset, test_subset=test_subset)
 
@@ -34,8 +34,6 @@ def train_record(trainer, data, epochs: int, batch: int, seed: int, tag: str) ->
     every named c.r.), ``params`` (per epoch, dict), ``ms_per_step`` (median per
     epoch), ``seconds`` (wall time of the run).
     """
-    from dlrt_ref.train.loop import fit
-
     t0 = time.perf_counter()
     hist = fit(trainer, data, epochs, batch, seed=seed, log_every=0,
                log=lambda line: print(f"[{tag}] {line}", flush=True))

@@ -21,8 +21,13 @@ import time
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from dlrt_ref.data import load_mnist
 from dlrt_ref.experiments.budget import as_budget, configure, run_done
 from dlrt_ref.experiments.plotting import pyplot, save
+from dlrt_ref.nn import mlp
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.loop import fit
+from dlrt_ref.train.optim import Adam
 
 NAME = "truncation_2022"
 PRESETS = {
@@ -40,12 +45,6 @@ TAU, LR, BATCH = 0.1, 1e-3, 256
 
 
 def _train(cfg, seed, compat, backend):
-    from dlrt_ref.data import load_mnist
-    from dlrt_ref.nn import mlp
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.loop import fit
-    from dlrt_ref.train.optim import Adam
-
     widths = cfg["widths"]
     ranks = [min(n_in, n_out) // 2 for n_in, n_out in zip(widths[:-2], widths[1:-1])] + [None]
     net = mlp(widths, ranks=ranks, seed=seed, backend=backend)
