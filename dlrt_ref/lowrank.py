@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from dlrt_ref.backend import array_module, scipy_linalg, to_numpy
+from dlrt_ref.linalg import H, svd_factors
 
 __all__ = [
     "LowRankMatrix",
@@ -34,11 +35,6 @@ __all__ = [
     "best_rank_r",
     "FACTOR_DTYPES",
 ]
-
-
-def _H(A):
-    """Conjugate transpose A^*."""
-    return A.conj().T
 
 
 FACTOR_DTYPES = ("float32", "float64", "complex64", "complex128")
@@ -105,12 +101,12 @@ class LowRankMatrix:
 
     def to_dense(self):
         """The full matrix U S V^*: (m, r) @ (r, r) @ (r, n) -> (m, n)."""
-        return (self.U @ self.S) @ _H(self.V)
+        return (self.U @ self.S) @ H(self.V)
 
     @property
     def H(self) -> "LowRankMatrix":
         """Y^* = V S^* U^*."""
-        return LowRankMatrix(self.V, _H(self.S), self.U)
+        return LowRankMatrix(self.V, H(self.S), self.U)
 
     @property
     def T(self) -> "LowRankMatrix":
@@ -137,8 +133,7 @@ def best_rank_r(A, r: int) -> LowRankMatrix:
         raise ValueError(f"rank must be in [1, {min(A.shape)}] for a {A.shape} matrix, got {r}")
     if not bool(xp.isfinite(A).all()):
         raise ValueError(f"best_rank_r: the {A.shape[0]}×{A.shape[1]} matrix holds NaN or infinite entries")
-    P, sigma, Qh = xp.linalg.svd(A, full_matrices=False)  # (m,k) (k,) (k,n)
-    return LowRankMatrix(P[:, :r], xp.diag(sigma[:r]).astype(A.dtype), _H(Qh[:r, :]))
+    return LowRankMatrix(*svd_factors(A, r))  # U (m, r), S (r, r), V (n, r)
 
 
 # --------------------------------------------------------------------------- #
@@ -170,7 +165,7 @@ def _cholesky_qr2_or_none(A):
     eps = float(np.finfo(A.real.dtype).eps)
     Q, ok = A, None
     for _ in range(2):
-        G = _H(Q) @ Q  # (k, m) @ (m, k) -> (k, k)
+        G = H(Q) @ Q  # (k, m) @ (m, k) -> (k, k)
         try:
             L = xp.linalg.cholesky(G)  # lower triangular, L L^* = G; R = L^*
             d = xp.diag(L).real  # (k,), positive for a successful factorisation
@@ -330,10 +325,10 @@ def _augment_gram(Q, A, delta: Optional[float]):
     dt = xp.result_type(Q.dtype, A.dtype)
     m, q, k = Q.shape[0], Q.shape[1], A.shape[1]
     wide = xp.complex128 if np.dtype(dt).kind == "c" else xp.float64
-    W = A - Q @ (_H(Q) @ A)  # (m, q) @ (q, m) @ (m, k) -> (m, k)
-    W = W - Q @ (_H(Q) @ W)  # second pass (CGS2): W ⟂ Q to round-off
+    W = A - Q @ (H(Q) @ A)  # (m, q) @ (q, m) @ (m, k) -> (m, k)
+    W = W - Q @ (H(Q) @ W)  # second pass (CGS2): W ⟂ Q to round-off
     W64 = W.astype(wide)  # (m, k)
-    G = _H(W64) @ W64  # (k, m) @ (m, k) -> (k, k), float64
+    G = H(W64) @ W64  # (k, m) @ (m, k) -> (k, k), float64
     try:
         lam = xp.linalg.eigvalsh(G)  # ascending (k,); the eigenvectors only if some but not all directions are kept
     except Exception:  # LinAlgError: NaN/inf in A (NumPy); the Householder form reports it as before
@@ -360,9 +355,9 @@ def _augment_gram(Q, A, delta: Optional[float]):
         lam, Z = xp.linalg.eigh(G)  # ascending: (k,), (k, k)
         Zk = Z[:, k - k1:][:, ::-1]  # (k, k1)
         U0 = W @ (Zk / xp.sqrt(lam[k - k1:][::-1])).astype(dt)  # (m, k) @ (k, k1) -> (m, k1): W z_j / σ_j
-    U1 = U0 - Q @ (_H(Q) @ U0)  # (m, q) @ (q, m) @ (m, k1): re-projection, removes the O(eps‖A‖/δ) overlap
+    U1 = U0 - Q @ (H(Q) @ U0)  # (m, q) @ (q, m) @ (m, k1): re-projection, removes the O(eps‖A‖/δ) overlap
     U164 = U1.astype(wide)
-    L1 = xp.linalg.cholesky(_H(U164) @ U164)  # (k1, m) @ (m, k1) -> (k1, k1), ≈ I
+    L1 = xp.linalg.cholesky(H(U164) @ U164)  # (k1, m) @ (m, k1) -> (k1, k1), ≈ I
     U_tilde = solve_triangular(L1.conj().astype(dt), U1.T, lower=True, check_finite=False).T  # (m, k1)
     return U_tilde, delta
 
@@ -378,10 +373,10 @@ def tangent_project(Y: LowRankMatrix, Z):
     U and V must be orthonormal.
     """
     U, V = Y.U, Y.V
-    UhZ = _H(U) @ Z  # (r, m) @ (m, n) -> (r, n)
+    UhZ = H(U) @ Z  # (r, m) @ (m, n) -> (r, n)
     ZV = Z @ V  # (m, n) @ (n, r) -> (m, r)
     # U (U^*Z) - U ((U^*Z) V) V^* + (Z V) V^*: every product is (m|n)×r×(n|m)
-    return U @ UhZ - U @ ((UhZ @ V) @ _H(V)) + ZV @ _H(V)
+    return U @ UhZ - U @ ((UhZ @ V) @ H(V)) + ZV @ H(V)
 
 
 # --------------------------------------------------------------------------- #
@@ -447,14 +442,14 @@ def _gram_triplets(S, xp):
     wide = xp.complex128 if S.dtype.kind == "c" else xp.float64
     S64 = S.astype(wide)  # (k1, k2)
     left = S.shape[0] <= S.shape[1]
-    G = S64 @ _H(S64) if left else _H(S64) @ S64  # (k1, k2)(k2, k1) or (k2, k1)(k1, k2): (k, k), k = min(k1, k2)
+    G = S64 @ H(S64) if left else H(S64) @ S64  # (k1, k2)(k2, k1) or (k2, k1)(k1, k2): (k, k), k = min(k1, k2)
     lam, Z = xp.linalg.eigh(G)  # ascending; (k,), (k, k)
     sigma = xp.sqrt(xp.maximum(lam[::-1], 0.0))  # (k,) descending
 
     def top(r1):
         Zr = Z[:, Z.shape[1] - r1:][:, ::-1]  # (k, r1), eigenvectors of the r1 largest λ, descending
         # the partner vectors: (k2, k1) @ (k1, r1) or (k1, k2) @ (k2, r1), columns divided by σ_j
-        W = (_H(S64) @ Zr if left else S64 @ Zr) / sigma[:r1]
+        W = (H(S64) @ Zr if left else S64 @ Zr) / sigma[:r1]
         return (Zr, W) if left else (W, Zr)
 
     return sigma, top
@@ -583,5 +578,5 @@ def truncate(
                               th, "gram")
         # a kept σ too small for the partner vectors (see gram_min_ratio): this call takes the SVD
         P, sigma, Qh = xp.linalg.svd(S, full_matrices=False)
-    Q = Qh[:k2_in, :r1] if compat_2022 else _H(Qh[:r1, :])  # (k2, r1)
+    Q = Qh[:k2_in, :r1] if compat_2022 else H(Qh[:r1, :])  # (k2, r1)
     return Truncation(P[:k1_in, :r1], sigma[:r1].astype(S.dtype), Q, r1, s[r1:].copy(), th, "svd")
