@@ -171,8 +171,9 @@ def seeds_of(cfg):
 
 def record(module, budget: Budget, cfg) -> dict:
     """What a figure's JSON stores as ``"budget"``: preset, overrides, the resolved configuration, seeds, runs."""
+    seeds = seeds_of(cfg) or getattr(module, "SEEDS", None)  # SEEDS: a seed fixed in the module's code
     return {"preset": budget.preset, "base_preset": base_preset(module, budget), "overrides": budget.overrides(),
-            "config": cfg, "seeds": seeds_of(cfg), "runs": count_runs(module, cfg)}
+            "config": cfg, "seeds": seeds, "runs": count_runs(module, cfg)}
 
 
 # ---- progress: one line per finished training run, with an ETA -------------------------------------------------

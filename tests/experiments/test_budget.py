@@ -269,3 +269,21 @@ def test_sigkill_leaves_the_old_pair(fake, stage, marker):
     # the next run cleans up what the killed one left
     assert all("removed the incomplete output" in l for l in fcli.recover(out))
     assert not (out / ".partial").exists() or not any((out / ".partial").iterdir())
+
+
+def test_every_experiment_records_its_seeds():
+    """Each experiment's JSON gets a seed list: from its configuration, or SEEDS where the seed is fixed in code."""
+    for name in EXPERIMENTS:
+        mod = load(name)
+        rec = B.record(mod, B.Budget("quick"), B.resolve(mod, B.Budget("quick")))
+        assert rec["seeds"], name
+
+
+def test_committed_figure_jsons_record_budget_and_seeds():
+    for name in EXPERIMENTS:
+        path = ROOT / "figures" / "data" / f"{name}.json"
+        if not path.is_file():
+            continue
+        rec = json.loads(path.read_text())
+        assert isinstance(rec.get("budget"), dict) and rec["budget"]["preset"], name
+        assert rec.get("seeds") and all(isinstance(s, int) for s in rec["seeds"]), name
