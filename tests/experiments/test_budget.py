@@ -101,6 +101,10 @@ def override_runs(tmp_path_factory):
 
     mp = pytest.MonkeyPatch()
     mp.setattr(loop, "fit", fit)
+    for name in TRAINING + ["train_common"]:  # modules that imported fit by name
+        mod = importlib.import_module(f"dlrt_ref.experiments.{name}")
+        if getattr(mod, "fit", None) is real_fit:
+            mp.setattr(mod, "fit", fit)
     lines = []
     real_start = B.start_progress
     mp.setattr(B, "start_progress", lambda name, total, stream=None: (lines.append(("start", name, total)),
