@@ -602,23 +602,28 @@ def _row_text(net, r) -> str:
             f"{r['passes']:4d} {peak:>8} {r['load_before'][0]:5.2f}")
 
 
+def _print_table(rows, title, header, line):
+    """A title, a header and ``line(row)`` for each row; nothing when there are no rows."""
+    if rows:
+        print(title(rows[0]))
+        print(header)
+        for r in rows:
+            print(line(r))
+
+
 def print_micro(rows):
-    if not rows:
-        return
-    print(f"\northonormalise micro-benchmark (m = {rows[0]['m']}, {rows[0]['dtype']}); GEMM = X({rows[0]['gemm_shape']})")
-    print(f"{'k':>4} {'method':11} {'input':18} {'ms':>8} {'fallback':>8} {'|QtQ-I|':>9} {'GEMM ms':>8}")
-    for r in rows:
-        print(f"{r['k']:4d} {r['method']:11} {r['input']:18} {r['ms_median']:8.2f} {str(r['fell_back']):>8} "
-              f"{r['orth_err_fro']:9.1e} {r['gemm_X_at_A_ms']:8.2f}")
+    _print_table(
+        rows, lambda r0: f"\northonormalise micro-benchmark (m = {r0['m']}, {r0['dtype']}); GEMM = X({r0['gemm_shape']})",
+        f"{'k':>4} {'method':11} {'input':18} {'ms':>8} {'fallback':>8} {'|QtQ-I|':>9} {'GEMM ms':>8}",
+        lambda r: (f"{r['k']:4d} {r['method']:11} {r['input']:18} {r['ms_median']:8.2f} {str(r['fell_back']):>8} "
+                   f"{r['orth_err_fro']:9.1e} {r['gemm_X_at_A_ms']:8.2f}"))
 
 
 def print_trunc_micro(rows):
-    if not rows:
-        return
-    print(f"\ntruncate(S, rank=k/2) of a k×k core ({rows[0]['dtype']}, {rows[0]['backend']}), median ms")
-    print(f"{'k':>5} {'solver':9} {'ms':>9} {'path':>5}")
-    for r in rows:
-        print(f"{r['k']:5d} {r['solver']:9} {r['ms_median']:9.2f} {r['path']:>5}")
+    _print_table(
+        rows, lambda r0: f"\ntruncate(S, rank=k/2) of a k×k core ({r0['dtype']}, {r0['backend']}), median ms",
+        f"{'k':>5} {'solver':9} {'ms':>9} {'path':>5}",
+        lambda r: f"{r['k']:5d} {r['solver']:9} {r['ms_median']:9.2f} {r['path']:>5}")
 
 
 def main(argv=None) -> int:

@@ -34,6 +34,7 @@ run into the same folder, one without it is removed.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -55,26 +56,18 @@ FULL_TRAIN = 50_000  # images per epoch assumed where a preset says "all" (for t
 PROBE_REF_S = 0.027  # :func:`probe` on the machine that produced the committed figures (2 cores, load ~2; measured)
 
 
+def _positive(text: str, what: str = "must be a positive integer") -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+    return n
+
+
 def _subset(text: str):
-    if text == "all":
-        return "all"
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise __import__("argparse").ArgumentTypeError(f"--subset must be a positive integer or 'all', got {text!r}")
-    return n
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise __import__("argparse").ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return n
+    return "all" if text == "all" else _positive(text, "--subset must be a positive integer or 'all'")
 
 
 def add_arguments(p) -> None:

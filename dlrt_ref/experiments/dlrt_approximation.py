@@ -236,6 +236,14 @@ def run(preset="full", backend: str = "numpy") -> dict:
     return out
 
 
+def _label(ax, xlabel: str, title: str, legend_size: int, ncol: int = 1) -> None:
+    """The x label, the common y label ‖W(T) − Y_N‖_F, a title and the legend of one panel."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("‖W(T) − Y_N‖_F")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=legend_size, ncol=ncol)
+
+
 def plot(data: dict, out_dir):
     plt = pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(15, 9))
@@ -246,20 +254,14 @@ def plot(data: dict, out_dir):
         ax.loglog(A["h"], as_float(s0["errors"][m]), label=f"{m} (slope {s0['slopes'][m]:.2f})", **STYLE[m])
     h = np.array(A["h"])
     ax.loglog(h, s0["errors"]["bug"][0] * h / h[0], "k:", linewidth=1, label="order 1")
-    ax.set_xlabel("h")
-    ax.set_ylabel("‖W(T) − Y_N‖_F")
-    ax.set_title(f"A. least squares, ε = {s0['epsilon']:.0e} (flow stays rank 4), ϑ = {data['small_theta']:g}", fontsize=9)
-    ax.legend(fontsize=7)
+    _label(ax, "h", f"A. least squares, ε = {s0['epsilon']:.0e} (flow stays rank 4), ϑ = {data['small_theta']:g}", 7)
 
     ax = axes[0, 1]
     B = data["B_network"]
     for m in METHODS:
         ax.loglog(B["h"], as_float(B["errors"][m]), label=f"{m} (slope {B['slopes'][m]:.2f})", **STYLE[m])
     ax.axhline(B["best_error"], color="0.4", linestyle=":", label="best rank-4 error of W(T)")
-    ax.set_xlabel("h")
-    ax.set_ylabel("‖W(T) − Y_N‖_F")
-    ax.set_title(f"B. teacher–student MLP vs DOP853 flow, ε = {B['epsilon']:.2f}, ϑ = {data['small_theta']:g}", fontsize=9)
-    ax.legend(fontsize=7)
+    _label(ax, "h", f"B. teacher–student MLP vs DOP853 flow, ε = {B['epsilon']:.2f}, ϑ = {data['small_theta']:g}", 7)
 
     ax = axes[0, 2]
     C = data["C_ls_vs_h"]
@@ -268,10 +270,7 @@ def plot(data: dict, out_dir):
             ax.loglog(C["h"], as_float(C["errors"][f"{m} {th:g}"]), ls, marker="o" if m == "ra-bug" else "x",
                       markersize=4, color=f"C{i}", label=f"{m}, ϑ = {th:g}")
     ax.axhline(C["best_error"], color="0.4", linestyle=":", label="best rank-4 error (ε floor)")
-    ax.set_xlabel("h")
-    ax.set_ylabel("‖W(T) − Y_N‖_F")
-    ax.set_title(f"C. least squares ε = {C['epsilon']:.2f}: error vs h at fixed ϑ (ϑ/h rise)", fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
+    _label(ax, "h", f"C. least squares ε = {C['epsilon']:.2f}: error vs h at fixed ϑ (ϑ/h rise)", 6, ncol=2)
 
     ax = axes[1, 0]
     D = data["D_ls_vs_theta"]
@@ -280,10 +279,7 @@ def plot(data: dict, out_dir):
         ax.loglog(D["thetas"], as_float(e), "-o" if key.startswith("ra-bug") else "--x", markersize=4, color=f"C{i}",
                   label=f"{key}" + (f" (jump at ϑ/h ≈ {ts:.1e})" if ts is not None else ""))
     ax.axhline(C["best_error"], color="0.4", linestyle=":", label="best rank-4 error")
-    ax.set_xlabel("ϑ (absolute)")
-    ax.set_ylabel("‖W(T) − Y_N‖_F")
-    ax.set_title(f"D. least squares ε = {D['epsilon']:.2f}: error vs ϑ at fixed h (h = T/N)", fontsize=9)
-    ax.legend(fontsize=7)
+    _label(ax, "ϑ (absolute)", f"D. least squares ε = {D['epsilon']:.2f}: error vs ϑ at fixed h (h = T/N)", 7)
 
     ax = axes[1, 1]
     E = data["E_ls_vs_eps"]
@@ -291,10 +287,8 @@ def plot(data: dict, out_dir):
         ax.loglog(E["epsilon"], as_float(E["errors"][m]), label=f"{m} (slope {E['slopes_eps_ge_1e-3'][m]:.2f} for ε ≥ 1e-3)",
                   **STYLE[m])
     ax.loglog(E["epsilon"], E["best_error"], color="0.4", linestyle=":", label="best rank-4 error")
-    ax.set_xlabel("measured ε = max ‖(I − P(Y))∇E(Y)‖")
-    ax.set_ylabel("‖W(T) − Y_N‖_F")
-    ax.set_title(f"E. least squares: error vs ε at h = {E['h']:g} (adaptive: ϑ = {E['theta_adaptive']:g})", fontsize=9)
-    ax.legend(fontsize=7)
+    _label(ax, "measured ε = max ‖(I − P(Y))∇E(Y)‖",
+           f"E. least squares: error vs ε at h = {E['h']:g} (adaptive: ϑ = {E['theta_adaptive']:g})", 7)
 
     ax = axes[1, 2]
     F = data["F_ls_sigma"]
@@ -307,9 +301,6 @@ def plot(data: dict, out_dir):
     ax.loglog(F["sigma_min"], F["best_error"], color="0.4", linestyle=":", label="best rank-4 error")
     ax.invert_xaxis()
     ax.set_ylim(top=cap * 5)
-    ax.set_xlabel("σ_r(Y0)")
-    ax.set_ylabel("‖W(T) − Y_N‖_F")
-    ax.set_title(f"F. σ_r → 1e-10, ε = {F['epsilon'][0]:.0e}, h = {F['h']:g} (diverged / > {cap:g}: at {cap:g})",
-                 fontsize=9)
-    ax.legend(fontsize=7)
+    _label(ax, "σ_r(Y0)", f"F. σ_r → 1e-10, ε = {F['epsilon'][0]:.0e}, h = {F['h']:g} (diverged / > {cap:g}: at {cap:g})",
+           7)
     return save(fig, out_dir, NAME)

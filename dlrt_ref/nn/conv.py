@@ -177,7 +177,21 @@ class LowRankConv2d(_ConvGeometry, LowRankFactors):
         return f"LowRankConv2d({self._geometry_repr()}, rank={self.rank if hasattr(self, 'S') else '?'})"
 
 
-class MaxPool2d(Layer):
+class _Pool2d(Layer):
+    """What the pooling layers share: k×k windows with stride s (default k), no parameters."""
+
+    def __init__(self, k, stride=None):
+        self.params, self.grads, self._cache = {}, {}, None
+        self.k = int(k)
+        self.stride = self.k if stride is None else int(stride)
+        if self.k < 1 or self.stride < 1:
+            raise ShapeError(f"{type(self).__name__}: k and stride must be >= 1, got k={k}, stride={stride}")
+
+    def __repr__(self):
+        return f"{type(self).__name__}(k={self.k}, stride={self.stride})"
+
+
+class MaxPool2d(_Pool2d):
     r"""Max pooling over k×k windows with stride s (default k), no padding.
 
     Forward :math:`y_{bcij} = \max_{(u,v)} x_{b,c,si+u,sj+v}`; the backward sends
@@ -191,12 +205,8 @@ class MaxPool2d(Layer):
     """
 
     def __init__(self, k, stride=None):
-        self.params, self.grads, self._cache = {}, {}, None
+        super().__init__(k, stride)
         self.frozen = None
-        self.k = int(k)
-        self.stride = self.k if stride is None else int(stride)
-        if self.k < 1 or self.stride < 1:
-            raise ShapeError(f"MaxPool2d: k and stride must be >= 1, got k={k}, stride={stride}")
 
     def forward(self, x):
         check_shape(self, x, "forward input", (None, None, None, None))
@@ -229,11 +239,8 @@ class MaxPool2d(Layer):
                 dx[:, :, i : i + s * Ho : s, j : j + s * Wo : s] += dy * (arg == i * k + j)
         return dx
 
-    def __repr__(self):
-        return f"MaxPool2d(k={self.k}, stride={self.stride})"
 
-
-class AvgPool2d(Layer):
+class AvgPool2d(_Pool2d):
     r"""Average pooling over k×k windows with stride s (default k), no padding.
 
     Forward :math:`y_{bcij} = \frac{1}{k^2}\sum_{u,v<k} x_{b,c,si+u,sj+v}`, linear
@@ -241,13 +248,6 @@ class AvgPool2d(Layer):
     :math:`\Delta_{bcij}/k^2` at every one of its k² entries (overlapping windows,
     s < k, add up). The LeNet5 variants of Zangrando 2022 (ch. 5) pool this way.
     """
-
-    def __init__(self, k, stride=None):
-        self.params, self.grads, self._cache = {}, {}, None
-        self.k = int(k)
-        self.stride = self.k if stride is None else int(stride)
-        if self.k < 1 or self.stride < 1:
-            raise ShapeError(f"AvgPool2d: k and stride must be >= 1, got k={k}, stride={stride}")
 
     def forward(self, x):
         check_shape(self, x, "forward input", (None, None, None, None))
@@ -274,6 +274,3 @@ class AvgPool2d(Layer):
             for j in range(k):
                 dx[:, :, i : i + s * Ho : s, j : j + s * Wo : s] += share
         return dx
-
-    def __repr__(self):
-        return f"AvgPool2d(k={self.k}, stride={self.stride})"

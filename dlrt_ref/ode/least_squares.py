@@ -47,19 +47,14 @@ from typing import Optional
 import numpy as np
 
 from dlrt_ref.linalg import random_orthonormal
-from dlrt_ref.lowrank import LowRankMatrix, best_rank_r, tangent_project
-from dlrt_ref.ode.problem import Problem
+from dlrt_ref.lowrank import LowRankMatrix
+from dlrt_ref.ode.problem import GradientFlow, Problem, dense_of
 
 __all__ = ["LeastSquares", "least_squares", "dense_of"]
 
 
-def dense_of(Y):
-    """Y as a dense array (LowRankMatrix → U S Vᵀ)."""
-    return Y.to_dense() if isinstance(Y, LowRankMatrix) else np.asarray(Y)
-
-
 @dataclass
-class LeastSquares:
+class LeastSquares(GradientFlow):
     """E(W) = ½‖X W Z − C‖²_F with its exact gradient flow; see the module docstring.
 
     Attributes: X (p×m), Z (n×q), C (p×q); a, Pa (eigenpairs of A = XᵀX),
@@ -91,14 +86,6 @@ class LeastSquares:
         """L = ‖A‖₂‖B‖₂, the largest Hessian eigenvalue: ‖∇E(W) − ∇E(W')‖ ≤ L‖W − W'‖."""
         return float(self.a.max() * self.b.max())
 
-    @property
-    def shape(self) -> tuple:
-        return self.Y0.shape
-
-    @property
-    def rank(self) -> int:
-        return self.Y0.rank
-
     def loss(self, W) -> float:
         """E(W) = ½‖X W Z − C‖²_F (W dense or LowRankMatrix)."""
         R = self.X @ dense_of(W) @ self.Z - self.C  # (p, m)(m, n)(n, q) -> (p, q)
@@ -124,34 +111,6 @@ class LeastSquares:
         phi = np.where(lt > 0, -np.expm1(-lt) / np.where(self._lam > 0, self._lam, 1.0), t)  # φ1(λ, t)
         Wt = np.exp(-lt) * W0t + phi * self._D_tilde  # (m, n)
         return self.Pa @ Wt @ self.Pb.T
-
-    def reference(self, t: float) -> np.ndarray:
-        return self.flow(t)
-
-    def error(self, Y, t: float) -> float:
-        """‖Y − W(t)‖_F."""
-        return float(np.linalg.norm(dense_of(Y) - self.flow(t)))
-
-    def best_error(self, t: float, r: Optional[int] = None) -> float:
-        """‖W(t) − best rank-r approximation‖_F (Eckart–Young), the floor of any rank-r method."""
-        s = np.linalg.svd(self.flow(t), compute_uv=False)
-        return float(np.sqrt(np.sum(s[(self.rank if r is None else r):] ** 2)))
-
-    # ------------------------------------------------------- normal component
-    def normal_component(self, Y: LowRankMatrix) -> float:
-        """‖(I − P(Y))∇E(Y)‖_F, P(Y) the tangent projector at Y (orthonormal U, V)."""
-        G = self.grad(Y)
-        return float(np.linalg.norm(G - tangent_project(Y, G)))
-
-    def epsilon(self, times=None, r: Optional[int] = None) -> float:
-        """Measured ε = max_t ‖(I − P(Y(t)))∇E(Y(t))‖_F, Y(t) the best rank-r approximation of W(t).
-
-        ``times`` defaults to 21 equispaced points of [0, T]. The max over a
-        numerical trajectory Y_n is :meth:`normal_component` at each Y_n.
-        """
-        times = np.linspace(0.0, self.T, 21) if times is None else times
-        r = self.rank if r is None else r
-        return max(self.normal_component(best_rank_r(self.flow(t), r)) for t in times)
 
     def problem(self) -> Problem:
         """The same problem as a :class:`dlrt_ref.ode.problem.Problem` (for the ode helpers)."""

@@ -36,15 +36,15 @@ from scipy.integrate import solve_ivp
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 from dlrt_ref.linalg import random_orthonormal
-from dlrt_ref.lowrank import LowRankMatrix, best_rank_r, tangent_project
-from dlrt_ref.ode.least_squares import dense_of
+from dlrt_ref.lowrank import LowRankMatrix
+from dlrt_ref.ode.problem import GradientFlow, dense_of
 
 __all__ = ["TeacherStudent", "teacher_student"]
 
 IVP_TOL = 1e-13
 
 
-class TeacherStudent:
+class TeacherStudent(GradientFlow):
     """E(W) = (1/2N)‖A tanh(W X) − T‖²_F with its full gradient flow W(t) (solve_ivp DOP853)."""
 
     def __init__(self, A, X, W_star, Y0: LowRankMatrix, T: float, rtol: float = IVP_TOL,
@@ -56,14 +56,6 @@ class TeacherStudent:
         self.params = dict(params or {})
         self._sol = None
         self.ivp_evaluations = 0
-
-    @property
-    def shape(self) -> tuple:
-        return self.Y0.shape
-
-    @property
-    def rank(self) -> int:
-        return self.Y0.rank
 
     # ------------------------------------------------------- forward/backward
     def loss(self, W) -> float:
@@ -109,28 +101,6 @@ class TeacherStudent:
             raise ValueError(f"teacher_student: t must be in [0, {self.T}], got {t}")
         w = sol.y[:, -1] if t == self.T else sol.sol(t)
         return np.asarray(w).reshape(self.shape)
-
-    def reference(self, t: float) -> np.ndarray:
-        return self.flow(t)
-
-    def error(self, Y, t: float) -> float:
-        return float(np.linalg.norm(dense_of(Y) - self.flow(t)))
-
-    def best_error(self, t: float, r: Optional[int] = None) -> float:
-        s = np.linalg.svd(self.flow(t), compute_uv=False)
-        return float(np.sqrt(np.sum(s[(self.rank if r is None else r):] ** 2)))
-
-    # ------------------------------------------------ ε and local smoothness
-    def normal_component(self, Y: LowRankMatrix) -> float:
-        """‖(I − P(Y))∇E(Y)‖_F."""
-        G = self.grad(Y)
-        return float(np.linalg.norm(G - tangent_project(Y, G)))
-
-    def epsilon(self, times=None, r: Optional[int] = None) -> float:
-        """max_t ‖(I − P(Y(t)))∇E(Y(t))‖_F, Y(t) the best rank-r approximation of W(t)."""
-        times = np.linspace(0.0, self.T, 21) if times is None else times
-        r = self.rank if r is None else r
-        return max(self.normal_component(best_rank_r(self.flow(t), r)) for t in times)
 
     def curvature(self, W, rel_step: float = 1e-5) -> float:
         """Largest |eigenvalue| of the Hessian of E at W (Lanczos, central-difference HVPs)."""

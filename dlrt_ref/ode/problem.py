@@ -12,9 +12,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from dlrt_ref.integrators import ADAPTIVE, integrate
-from dlrt_ref.lowrank import LowRankMatrix
+from dlrt_ref.lowrank import LowRankMatrix, best_rank_r, tangent_project
 
-__all__ = ["Problem", "best_error_of", "run_method", "error_or_none"]
+__all__ = ["Problem", "RankStart", "GradientFlow", "dense_of", "best_error_of", "run_method", "error_or_none"]
 
 
 def _frob(Y) -> float:
@@ -30,8 +30,69 @@ def best_error_of(A, r: int) -> float:
     return float(np.sqrt(np.sum(s[r:] ** 2)))
 
 
+def dense_of(Y):
+    """Y as a dense array (LowRankMatrix → U S Vᵀ)."""
+    return Y.to_dense() if isinstance(Y, LowRankMatrix) else np.asarray(Y)
+
+
+class RankStart:
+    """``shape`` and ``rank`` of a problem's rank-r start ``Y0`` (a :class:`LowRankMatrix` attribute)."""
+
+    Y0: LowRankMatrix
+
+    @property
+    def shape(self) -> tuple:
+        return self.Y0.shape
+
+    @property
+    def rank(self) -> int:
+        return self.Y0.rank
+
+
+class GradientFlow(RankStart):
+    """A gradient flow Ẇ = −∇E(W) on [0, T] whose full solution ``flow(t)`` is known or computed.
+
+    Subclasses give ``Y0``, ``T``, ``flow(t)`` (dense W(t)) and ``grad(W)`` (∇E, dense);
+    this adds the reference, the errors and the measured ε of [SZ22] Thm. 1.
+    """
+
+    T: float
+
+    def flow(self, t: float) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def grad(self, W) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reference(self, t: float) -> np.ndarray:
+        return self.flow(t)
+
+    def error(self, Y, t: float) -> float:
+        """‖Y − W(t)‖_F."""
+        return float(np.linalg.norm(dense_of(Y) - self.flow(t)))
+
+    def best_error(self, t: float, r: Optional[int] = None) -> float:
+        """‖W(t) − best rank-r approximation‖_F (Eckart–Young), the floor of any rank-r method."""
+        return best_error_of(self.flow(t), self.rank if r is None else r)
+
+    def normal_component(self, Y: LowRankMatrix) -> float:
+        """‖(I − P(Y))∇E(Y)‖_F, P(Y) the tangent projector at Y (orthonormal U, V)."""
+        G = self.grad(Y)
+        return float(np.linalg.norm(G - tangent_project(Y, G)))
+
+    def epsilon(self, times=None, r: Optional[int] = None) -> float:
+        """Measured ε = max_t ‖(I − P(Y(t)))∇E(Y(t))‖_F, Y(t) the best rank-r approximation of W(t).
+
+        ``times`` defaults to 21 equispaced points of [0, T]. The max over a
+        numerical trajectory Y_n is :meth:`normal_component` at each Y_n.
+        """
+        times = np.linspace(0.0, self.T, 21) if times is None else times
+        r = self.rank if r is None else r
+        return max(self.normal_component(best_rank_r(self.flow(t), r)) for t in times)
+
+
 @dataclass
-class Problem:
+class Problem(RankStart):
     """A matrix ODE Ẏ = F(t, Y) on [t0, T] with a rank-r start and a reference.
 
     Attributes
@@ -62,14 +123,6 @@ class Problem:
     energy: Optional[Callable] = None
     params: dict = dc_field(default_factory=dict)
     _best: Optional[Callable] = None
-
-    @property
-    def shape(self) -> tuple:
-        return self.Y0.shape
-
-    @property
-    def rank(self) -> int:
-        return self.Y0.rank
 
     def norm(self, Y) -> float:
         """Frobenius norm of Y (dense or LowRankMatrix with orthonormal factors)."""
