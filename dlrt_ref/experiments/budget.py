@@ -36,7 +36,7 @@ from dataclasses import dataclass
 PRESET_NAMES = ("quick", "full", "paper")
 OVERRIDES = ("epochs", "seeds", "subset", "taus")
 
-__all__ = ["Budget", "as_budget", "configure", "preset_name", "resolve", "notes", "record", "count_runs", "seeds_of",
+__all__ = ["Budget", "as_budget", "backend_for", "configure", "preset_name", "resolve", "notes", "record", "count_runs", "seeds_of",
            "start_progress", "stop_progress", "run_done", "PRESET_NAMES", "OVERRIDES"]
 
 
@@ -137,12 +137,23 @@ def notes(name: str, module, budget: Budget) -> list[str]:
     knobs = getattr(module, "KNOBS", {})
     why = getattr(module, "KNOBS_NOTE", "")
     left = [f"--{k}" for k in budget.overrides() if k not in knobs]
+    parts = []
     if left:
         verb = "does" if len(left) == 1 else "do"
-        out.append(f"{name}: {', '.join(left)} {verb} not apply here{' (' + why + ')' if why else ''}; ignored")
+        parts.append(f"{', '.join(left)} {verb} not apply here{' (' + why + ')' if why else ''}")
+    if backend_for(module, budget) != budget.backend:
+        parts.append(f"--backend {budget.backend} does not apply (runs on {backend_for(module, budget)}, on the host)")
+    if parts:
+        out.append(f"{name}: {'; '.join(parts)}; ignored")
     if budget.preset == "paper" and base_preset(module, budget) == "full":
         out.append(f"{name}: no published protocol to follow; --preset paper runs its full preset")
     return out
+
+
+def backend_for(module, budget) -> str:
+    """The backend ``module`` runs on under ``budget``: ``budget.backend`` if the module lists it in ``BACKENDS``
+    (default: numpy and cupy), else numpy (host-only experiments: the ODE problems, the 2022 emulation)."""
+    return budget.backend if budget.backend in getattr(module, "BACKENDS", ("numpy", "cupy")) else "numpy"
 
 
 def count_runs(module, cfg) -> int | None:

@@ -45,6 +45,7 @@ NET_ARGS = dict(d=24, k=16, o=4, n_samples=128, r=4, teacher_rank=4, nu=0.0, T=4
 PRESETS = CONFIG  # no published protocol (``--preset paper`` runs ``full``)
 KNOBS = {"seeds": ["seeds"], "taus": ["taus"]}
 KNOBS_NOTE = "a theorem check: step counts, not epochs or data"
+BACKENDS = ("numpy",)  # float64 on the host
 
 
 def _record(run, keep_steps: bool) -> dict:

@@ -31,6 +31,7 @@ CAP = 1e2  # errors above this (or non-finite) are drawn at CAP
 # the integrators of the committed figure (midpoint-bug, added later, is tested in tests/core/test_core_properties.py)
 METHODS = ("ksl", "lsk", "strang", "bug", "ra-bug", "parallel", "naive")
 KNOBS_NOTE = "an ODE problem: its sizes and step counts are the experiment"
+BACKENDS = ("numpy",)  # small problems, solved on the host whatever --backend says
 SEEDS = [0]  # the problem's random data: seed 0, fixed in code (recorded in the JSON)
 
 

@@ -22,6 +22,7 @@ CONFIG = {"quick": dict(T=1.0, steps=50, thetas=[1e-2, 1e-4]),
           "full": dict(T=5.0, steps=500, thetas=[1e-2, 1e-3, 1e-4, 1e-5, 1e-6])}
 N_SAMPLES = 25  # error samples per run
 KNOBS_NOTE = "an ODE problem: its sizes and step counts are the experiment"
+BACKENDS = ("numpy",)  # small problems, solved on the host whatever --backend says
 SEEDS = [0]  # the problem's random data: seed 0, fixed in code (recorded in the JSON)
 
 

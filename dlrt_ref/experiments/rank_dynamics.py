@@ -95,6 +95,7 @@ MNIST_LR, MNIST_OPT = 1e-3, "adam"
 # no published protocol (``--preset paper`` runs ``full``)
 KNOBS = {"seeds": ["teacher.seeds"]}
 KNOBS_NOTE = "step counts, not epochs; tau and data are part of the experiment"
+BACKENDS = ("numpy",)  # runs on the host
 
 
 class MeanSquaredError:

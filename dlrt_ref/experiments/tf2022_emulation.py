@@ -71,6 +71,7 @@ PRESETS = {
 }  # [P]'s own protocol is 250 adaptive epochs; this emulation has no "paper" preset (``paper`` runs ``full``)
 KNOBS = {"epochs": ["epochs"], "subset": ["subset"]}
 KNOBS_NOTE = "one seed; the (d, tau) pairs and the fixed-rank phase are fixed"
+BACKENDS = ("numpy",)  # the emulation is a NumPy re-implementation
 
 
 def count_runs(cfg) -> int:

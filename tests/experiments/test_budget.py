@@ -291,3 +291,14 @@ def test_committed_figure_jsons_record_budget_and_seeds():
         rec = json.loads(path.read_text())
         assert isinstance(rec.get("budget"), dict) and rec["budget"]["preset"], name
         assert rec.get("seeds") and all(isinstance(s, int) for s in rec["seeds"]), name
+
+
+def test_host_only_experiments_note_and_use_numpy_for_cupy():
+    b = B.Budget("quick", backend="cupy")
+    for name in EXPERIMENTS:
+        mod = load(name)
+        host_only = getattr(mod, "BACKENDS", ("numpy", "cupy")) == ("numpy",)
+        assert B.backend_for(mod, b) == ("numpy" if host_only else "cupy"), name
+        assert any("--backend cupy does not apply" in n for n in B.notes(name, mod, b)) == host_only, name
+    for name in ("tf2022_emulation", "ode_robustness"):  # these must not be handed cupy
+        assert getattr(load(name), "BACKENDS", None) == ("numpy",)
