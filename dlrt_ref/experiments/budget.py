@@ -16,8 +16,16 @@ Each experiment module declares
     ``{override: [config paths]}``, e.g. ``{"epochs": ["epochs", "long.epochs"]}``
     (a dotted path reaches into a nested dict); an override a module does not
     list does not apply to it, and :func:`notes` says so in one line;
+``KNOBS_NOTE`` (optional)
+    why the other overrides do not apply (shown in the note);
 ``count_runs(cfg)`` (optional)
-    the number of training runs, for the progress lines and the run plan.
+    the number of training runs, for the progress lines and the run plan;
+``BACKENDS`` (optional, default numpy and cupy)
+    ``("numpy",)`` for an experiment that runs on the host whatever
+    ``--backend`` says (:func:`backend_for`);
+``SEEDS`` (optional)
+    the seeds of an experiment whose seed is fixed in code (no ``seeds`` in
+    its configuration), so that its JSON still records them.
 
 :func:`resolve` returns the module's configuration with the overrides
 applied; :func:`record` is what the JSON stores as ``"budget"``.
