@@ -7,8 +7,8 @@
 * nothing imports experiments/ except experiments/ itself (its command lives there): no other
   package module, tutorial, benchmark or tool;
 * cli.py, errors.py and threads.py import nothing that loads NumPy (``--threads`` must act first);
-* imports sit at the top of a module, except the lazy imports of the optional CuPy (and matplotlib
-  in experiments/plotting.py); experiments/ is checked for this only where listed in STRICT_EXPERIMENTS;
+* imports sit at the top of a module, except the lazy imports of the optional CuPy and of matplotlib
+  (loaded by the plotting code only);
 * no two package modules share a name (as ``lowrank.py`` and ``nn/lowrank.py`` once did), except
   the commands' ``cli.py`` and ``errors.py`` (the commands' errors; ``nn/errors.py``: the layers').
 """
@@ -26,9 +26,6 @@ CORE = ("backend", "linalg", "lowrank", "operators", "substeps", "integrators", 
 ALLOWED = {"core": {"core"}, "nn": {"core"}, "ode": {"core"}, "data": set(), "train": {"core", "nn", "data"},
            "experiments": {"core", "nn", "ode", "data", "train"}}
 LAZY_OK = ("cupy", "cupyx", "matplotlib")  # optional or slow dependencies, loaded on first use only
-# experiment modules whose imports are all at the top (the others still import inside run(); issue 13)
-STRICT_EXPERIMENTS = ("acc_vs_cr", "dlrt_vs_uv", "fc_tau_sweep", "rank_dynamics", "rank_evolution", "timing",
-                      "timings_paper", "timings_thesis", "train_common", "truncation_2022", "ode_common", "plotting")
 
 
 def _modules():
@@ -99,10 +96,8 @@ def test_dispatch_modules_load_no_numpy(module):
 def test_imports_are_at_the_top():
     bad = []
     for path in _modules():
-        if _area(path) == "experiments" and path.stem not in STRICT_EXPERIMENTS:
-            continue
         for name, line, at_top in _imports(path):
-            if not at_top and name.split(".")[0] not in LAZY_OK and not name.startswith("dlrt_ref.experiments.cli"):
+            if not at_top and name.split(".")[0] not in LAZY_OK:
                 bad.append(f"{path.relative_to(ROOT)}:{line}: {name} imported inside a function or block")
     assert not bad, "\n".join(bad)
 

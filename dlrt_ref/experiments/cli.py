@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from dlrt_ref.backend import available_backends
 from dlrt_ref.data import data_dir, set_data_dir
 from dlrt_ref.errors import CommandError, UsageError
@@ -148,8 +150,6 @@ def run(args) -> int:
 
 def probe(repeats: int = 3) -> float:
     """Seconds of a fixed small workload (one forward of 784-500-500-10 on 256 images), median of ``repeats``."""
-    import numpy as np
-
     rng = np.random.default_rng(0)
     x, w1, w2, w3 = (rng.standard_normal(s) for s in ((256, 784), (784, 500), (500, 500), (500, 10)))
     ts = []

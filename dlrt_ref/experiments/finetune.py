@@ -33,9 +33,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from dlrt_ref.data.cifar import load_cifar10
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.train_common import load_dataset, train_record
+from dlrt_ref.nn import LowRankLinear, lenet5
+from dlrt_ref.nn.conv import Conv2d, LowRankConv2d, MaxPool2d
+from dlrt_ref.nn.layers import Dense, Flatten, ReLU
+from dlrt_ref.nn.network import Sequential
+from dlrt_ref.train.baselines import SOnlyTrainer
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.optim import SGD
 
 NAME = "finetune"
 EPOCHS_FULL = (2, 2)
@@ -62,11 +70,6 @@ PUBLISHED_CIFAR10 = {"VGG16": (39.5, 67.7), "AlexNet": (42.9, 58.6), "LeNet5": (
 
 def lenet5_rgb(ranks=(10, 25, 250, None), seed=0, backend="numpy"):
     """LeNet5 for (B, 3, 32, 32) inputs (CIFAR-10): conv 3→20, pool, conv 20→50, pool, fc 1250→500, fc 500→10."""
-    from dlrt_ref.nn.conv import Conv2d, LowRankConv2d, MaxPool2d
-    from dlrt_ref.nn.layers import Dense, Flatten, ReLU
-    from dlrt_ref.nn import LowRankLinear
-    from dlrt_ref.nn.network import Sequential
-
     rng = np.random.default_rng(seed)
 
     def conv(c_in, c_out, r):
@@ -85,14 +88,7 @@ def lenet5_rgb(ranks=(10, 25, 250, None), seed=0, backend="numpy"):
 def run_setting(dataset, dlrt_epochs, sonly_epochs, subset, test_subset=None, seed=0, backend="numpy",
                 cifar_path=None) -> dict:
     """DLRT (ra-bug, τ = 0.1) for ``dlrt_epochs``, then S-only for ``sonly_epochs``; both records."""
-    from dlrt_ref.nn import lenet5
-    from dlrt_ref.train.baselines import SOnlyTrainer
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import SGD
-
     if dataset == "cifar10":
-        from dlrt_ref.data.cifar import load_cifar10
-
         data = load_cifar10(cifar_path, flatten=False, seed=seed, subset=subset, test_subset=test_subset)
         net = lenet5_rgb(seed=seed, backend=backend)
     else:

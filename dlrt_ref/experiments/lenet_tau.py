@@ -31,6 +31,11 @@ import numpy as np
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, mean_std, train_record
+from dlrt_ref.nn import lenet5
+from dlrt_ref.train.accounting import WeightShape, compression_rate
+from dlrt_ref.train.baselines import dense_trainer
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.optim import SGD
 
 NAME = "lenet_tau"
 TAUS = [0.07, 0.09, 0.11, 0.13, 0.15, 0.2, 0.3, 0.4, 0.45]
@@ -63,8 +68,6 @@ PUBLISHED = {"dense": (98.82, 0.06, None), 0.07: (98.03, 0.13, [10, 25, 104]), 0
 
 def _published_cr(ranks, cr_key):
     """c.r. of the published ranks [conv1, conv2, fc1] (+ dense classifier) under a named definition."""
-    from dlrt_ref.train.accounting import WeightShape, compression_rate
-
     rows = [WeightShape(20, 25, ranks[0]), WeightShape(50, 500, ranks[1]), WeightShape(500, 800, ranks[2]),
             WeightShape(10, 500, None)]
     return compression_rate(rows, cr_key[3:].replace("_", "-"))
@@ -72,11 +75,6 @@ def _published_cr(ranks, cr_key):
 
 def train_lenet(tau, seed, epochs, subset, test_subset, validation, backend, tag):
     """One thesis-style LeNet5 run (``tau=None``: dense); the per-epoch record plus the chosen row."""
-    from dlrt_ref.nn import lenet5
-    from dlrt_ref.train.baselines import dense_trainer
-    from dlrt_ref.train.dlrt import DLRT
-    from dlrt_ref.train.optim import SGD
-
     data = load_dataset("mnist", False, validation, seed, subset, test_subset)
     if tau is None:
         trainer = dense_trainer(lenet5(seed=seed, backend=backend), SGD(LR))
