@@ -4,7 +4,9 @@ import pytest
 
 from dlrt_ref.integrators import integrate
 from dlrt_ref.ode.fields import Increments
-from dlrt_ref.lowrank import LowRankMatrix
+from dlrt_ref.lowrank import LowRankMatrix, best_rank_r
+from dlrt_ref.ode.least_squares import least_squares
+from dlrt_ref.ode.network_flow import teacher_student
 from dlrt_ref.ode.problems import PROBLEMS, best_error_of, make_problem, random_skew, toy
 from dlrt_ref.ode.reference import NormalSylvesterFlow, ivp_solve, phi1
 from dlrt_ref.ode.schrodinger import apply_D
@@ -124,3 +126,24 @@ def test_phi1_and_normal_flow_limits():
 def test_unknown_problem():
     with pytest.raises(ValueError, match="unknown problem"):
         make_problem("heat")
+
+
+@pytest.mark.parametrize("make", [lambda: least_squares(m=12, n=10, r=3, gamma=0.3, T=1.0),
+                                  lambda: teacher_student(d=8, k=6, o=3, n_samples=32, r=2, T=0.5)],
+                         ids=["least_squares", "teacher_student"])
+def test_gradient_flow_errors_agree_with_the_truncated_svd(make):
+    """GradientFlow (ode/problem.py): best_error(t, r) is the error of the best rank-r matrix, error() its norm.
+
+    Computed along another route: the dense rank-r truncation of W(t) by ``best_rank_r`` and ``error``.
+    """
+    P = make()
+    t = P.T / 2
+    W = P.flow(t)
+    assert P.shape == W.shape and P.rank == P.Y0.rank
+    np.testing.assert_array_equal(P.reference(t), W)
+    for r in (1, P.rank, min(W.shape) - 1):
+        Yr = best_rank_r(W, r)
+        np.testing.assert_allclose(P.best_error(t, r), P.error(Yr, t), rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(P.best_error(t, r), np.linalg.norm(W - Yr.to_dense()), rtol=1e-10, atol=1e-14)
+    assert P.best_error(t) == P.best_error(t, P.rank)
+    assert P.epsilon(times=[t]) == P.normal_component(best_rank_r(W, P.rank))
