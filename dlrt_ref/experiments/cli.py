@@ -35,6 +35,7 @@ run into the same folder, one without it is removed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -275,17 +276,18 @@ def _run_all(names, budget, out) -> None:
     for name in names:
         mod = load(name)
         cfg = B.resolve(mod, budget)
+        mine = dataclasses.replace(budget, backend=B.backend_for(mod, budget))  # host-only experiments: numpy
         B.start_progress(name, B.count_runs(mod, cfg))
         t0 = time.perf_counter()
         try:
-            data = jsonable(mod.run(budget))
+            data = jsonable(mod.run(mine))
         finally:
             B.stop_progress()
         seconds = time.perf_counter() - t0
         over = " ".join(f"--{k} {' '.join(map(str, v)) if isinstance(v, tuple) else v}"
                         for k, v in budget.overrides().items())
         rec_budget = jsonable(B.record(mod, budget, cfg))
-        record = {"name": name, "preset": budget.preset, "backend": budget.backend, "seconds": seconds,
+        record = {"name": name, "preset": budget.preset, "backend": mine.backend, "seconds": seconds,
                   "budget": rec_budget, "seeds": rec_budget["seeds"],
                   "command": f"python -m dlrt_ref figures --preset {budget.preset} --only {name}"
                              + (f" {over}" if over else ""), "data": data}

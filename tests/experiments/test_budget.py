@@ -302,3 +302,17 @@ def test_host_only_experiments_note_and_use_numpy_for_cupy():
         assert any("--backend cupy does not apply" in n for n in B.notes(name, mod, b)) == host_only, name
     for name in ("tf2022_emulation", "ode_robustness"):  # these must not be handed cupy
         assert getattr(load(name), "BACKENDS", None) == ("numpy",)
+
+
+def test_cli_hands_host_only_experiments_numpy(fake, monkeypatch):
+    """With --backend cupy (CuPy faked as available), a numpy-only experiment is run and recorded on numpy."""
+    tmp_path, out = fake
+    monkeypatch.setattr(fcli, "available_backends", lambda: ("numpy", "cupy"))
+    seen = []
+    mod = load("fake")
+    monkeypatch.setattr(mod, "BACKENDS", ("numpy",), raising=False)
+    real_run = mod.run
+    monkeypatch.setattr(mod, "run", lambda b, backend="numpy": (seen.append(B.as_budget(b).backend), real_run())[1])
+    assert main(["figures", "--only", "fake", "--out", str(out), "--quiet", "--backend", "cupy"]) == 0
+    assert seen == ["numpy"]
+    assert json.loads((out / "data" / "fake.json").read_text())["backend"] == "numpy"
