@@ -33,6 +33,7 @@ __all__ = [
     "available_backends",
     "array_module",
     "backend_name",
+    "is_array",
     "to_numpy",
     "BACKEND_NAMES",
     "scipy_linalg",
@@ -160,12 +161,22 @@ def array_module(*arrays: Any) -> ModuleType:
     return np
 
 
+def _library(a: Any) -> str:
+    """The top-level package of ``a``'s type, e.g. "numpy" or "cupy" (the stand-in's types say "cupy")."""
+    return type(a).__module__.split(".")[0]
+
+
 def backend_name(a: Any) -> str:
     """"cupy" for a CuPy array (or the test stand-in's, whose type's module starts with ``cupy``), else "numpy".
 
-    The one place that tells the backend of an array from its type.
+    With :func:`is_array`, the one place that tells the backend of an array from its type.
     """
-    return "cupy" if type(a).__module__.split(".")[0] == "cupy" else "numpy"
+    return "cupy" if _library(a) == "cupy" else "numpy"
+
+
+def is_array(a: Any) -> bool:
+    """Whether ``a`` is a NumPy or CuPy array (not a list, scalar or other array-like)."""
+    return _library(a) in BACKEND_NAMES and hasattr(a, "ndim")
 
 
 def scipy_linalg(xp: ModuleType) -> ModuleType:

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from dlrt_ref.backend import array_module, scipy_linalg, to_numpy
+from dlrt_ref.backend import array_module, is_array, scipy_linalg, to_numpy
 from dlrt_ref.linalg import H, svd_factors
 
 __all__ = [
@@ -48,7 +48,7 @@ def _check_factor(name: str, A) -> None:
     bool factors are rejected because the QR/SVD/Cholesky kernels do not support them
     (or silently compute in another precision).
     """
-    if not (type(A).__module__.split(".")[0] in ("numpy", "cupy") and hasattr(A, "ndim")):
+    if not is_array(A):
         raise TypeError(f"LowRankMatrix: {name} must be a NumPy or CuPy array, got {type(A).__name__}; "
                         f"convert it first, e.g. numpy.asarray({name}, dtype=numpy.float64)")
     if str(A.dtype) not in FACTOR_DTYPES:

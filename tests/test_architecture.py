@@ -9,6 +9,7 @@
 * cli.py, errors.py and threads.py import nothing that loads NumPy (``--threads`` must act first);
 * imports sit at the top of a module, except the lazy imports of the optional CuPy and of matplotlib
   (loaded by the plotting code only);
+* only backend.py reads an array type's ``__module__`` (NumPy or CuPy?);
 * no two package modules share a name (as ``lowrank.py`` and ``nn/lowrank.py`` once did), except
   the commands' ``cli.py`` and ``errors.py`` (the commands' errors; ``nn/errors.py``: the layers').
 """
@@ -110,3 +111,10 @@ def test_module_names_are_unique():
         seen.setdefault(path.stem, []).append(str(path.relative_to(ROOT)))
     twice = {k: v for k, v in seen.items() if len(v) > 1}
     assert not twice, twice
+
+
+def test_only_the_backend_tells_an_arrays_library():
+    """``type(a).__module__`` (NumPy or CuPy?) is read in backend.py only (backend_name, is_array, array_module)."""
+    readers = [str(p.relative_to(ROOT)) for p in _modules()
+               if p.name != "backend.py" and "__module__" in p.read_text(encoding="utf-8")]
+    assert not readers, readers
