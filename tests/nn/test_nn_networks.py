@@ -5,6 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlrt_ref.nn import gradcheck as gc
+from dlrt_ref.nn.network import LENET5_SHAPES
 from dlrt_ref.nn import Sequential, Dense, LowRankConv2d, LowRankLinear, SoftmaxCrossEntropy, lenet5, mlp
 from dlrt_ref.nn.init import lowrank_factors
 
@@ -162,3 +163,10 @@ def test_sequential_copy_is_independent():
         layer.params[name] += 1.0
     assert not np.allclose(twin.forward(x), net.forward(x))
     assert all(a.U is not b.U for a, b in zip(twin.lowrank_layers(), net.lowrank_layers()))
+
+
+def test_lenet5_shapes_constant_matches_the_network():
+    """nn.network.LENET5_SHAPES (used by train/cli.py before any network is built) is what lenet5() builds."""
+    net = lenet5(ranks=[2, 2, 2, None])
+    shapes = [(layer.n_out, layer.n_in) for layer in net.layers if hasattr(layer, "n_out")]
+    assert shapes == list(LENET5_SHAPES)
