@@ -27,6 +27,7 @@ from dlrt_ref.data import (
     train_val_split,
 )
 from dlrt_ref.data.idx import download_files, idx_bytes, read_idx
+from dlrt_ref.data.splits import validation_size
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 
@@ -525,3 +526,16 @@ def test_data_dir_tells_mnist_from_fashion(tmp_path, monkeypatch, capsys):
     assert D.mnist_folder(tmp_path) is None and D.fashion_folder(tmp_path) == tmp_path
     assert main(["train", "--data-dir", str(tmp_path), "--epochs", "1"]) == 2
     assert "holds Fashion-MNIST" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given,want", [("last", ("last", 10000)), ("last:5", ("last", 5)), ("last:0", ("last", 0)),
+                                        (7, ("random", 7)), (np.int64(3), ("random", 3))])
+def test_validation_size_reads_the_format(given, want):
+    """The one parser of the validation option (loaders and ``train --validation``)."""
+    assert validation_size(given) == want
+
+
+@pytest.mark.parametrize("bad", ["last:", "last:x", "last:-5", "lots", "5", 1.5, True, None])
+def test_validation_size_rejects_everything_else(bad):
+    with pytest.raises(ValueError, match="validation must be an int, 'last' or 'last:K'"):
+        validation_size(bad)

@@ -217,3 +217,13 @@ def test_threads_reach_blas_before_numpy_loads():
         if blas == "unknown":
             pytest.skip("NumPy is not linked to OpenBLAS here")
         assert requested == n and blas == n
+
+
+def test_train_validation_option_uses_it():
+    """``--validation`` text: digits become an int, 'last'/'last:K' stay, anything else is a one-line UsageError."""
+    assert train_cli._parse_validation("120") == 120 and train_cli._parse_validation("last") == "last"
+    assert train_cli._parse_validation("last:40") == "last:40"
+    with pytest.raises(ValueError, match="last:K needs an integer K"):
+        train_cli._parse_validation("last:")
+    with pytest.raises(ValueError, match="must be K, 'last' or 'last:K'"):
+        train_cli._parse_validation("lastx")
