@@ -1,4 +1,4 @@
-r"""Convolutions as matrix products (im2col / col2im), dense and low-rank, and max pooling.
+r"""Convolutions as matrix products (im2col / col2im), dense and low-rank, and pooling (max, average, global average).
 
 Layout is NCHW. A kernel of shape (C_out, C_in, k, k) is stored as the matrix
 :math:`W \in \mathbb R^{C_\text{out} \times C_\text{in} k^2}` (row-major over
@@ -27,7 +27,7 @@ from dlrt_ref.nn.errors import ShapeError, check_shape
 from dlrt_ref.nn.layers import Layer
 from dlrt_ref.nn.lowrank_layers import LowRankFactors, check_rank
 
-__all__ = ["im2col", "col2im", "conv_output_size", "Conv2d", "LowRankConv2d", "MaxPool2d"]
+__all__ = ["im2col", "col2im", "conv_output_size", "Conv2d", "LowRankConv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d"]
 
 
 def conv_output_size(size: int, k: int, stride: int = 1, padding: int = 0) -> int:
@@ -274,3 +274,28 @@ class AvgPool2d(_Pool2d):
             for j in range(k):
                 dx[:, :, i : i + s * Ho : s, j : j + s * Wo : s] += share
         return dx
+
+
+class GlobalAvgPool2d(Layer):
+    r"""Global average pooling (B, C, H, W) -> (B, C): :math:`y_{bc} = \frac{1}{HW}\sum_{ij} x_{bcij}`.
+
+    Linear in x; the backward spreads :math:`\Delta_{bc}/(HW)` over every pixel
+    of the channel. ResNet20's head (He et al. 2016, §4.2) pools this way.
+    """
+
+    def __init__(self):
+        self.params, self.grads, self._cache = {}, {}, None
+
+    def forward(self, x):
+        check_shape(self, x, "forward input", (None, None, None, None))
+        self._cache = x.shape
+        return x.mean(axis=(2, 3))  # (B, C)
+
+    def backward(self, dy):
+        B, C, H, W = self._cached()
+        self._upstream(dy, (B, C))
+        xp = array_module(dy)
+        return xp.broadcast_to((dy / (H * W))[:, :, None, None], (B, C, H, W)).copy()  # (B, C, H, W)
+
+    def __repr__(self):
+        return "GlobalAvgPool2d()"

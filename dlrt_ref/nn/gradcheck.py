@@ -415,7 +415,7 @@ def frozen_pooling(net, x):
     objective *is* that smooth piece and finite differences of any step size
     compare against the right derivative instead of straddling a kink.
     """
-    pools = [layer for layer in net.layers if isinstance(layer, MaxPool2d)]
+    pools = [layer for layer in net.flat_layers() if isinstance(layer, MaxPool2d)]
     net.forward(x)
     for p in pools:
         p.frozen = p._cache[1]
@@ -437,7 +437,7 @@ def check_network(net, loss, x, labels, factors=("K", "L", "S"), seed=0, rtol=1e
     derivative the backward computes.
     """
     results = {}
-    dense = [c for layer in net.layers for c in param_coordinates(layer)]
+    dense = [c for layer in net.flat_layers() for c in param_coordinates(layer)]
     lowrank = net.lowrank_layers()
     for f in (factors if lowrank else ("params",)):
         with contextlib.ExitStack() as stack:

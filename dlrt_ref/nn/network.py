@@ -9,6 +9,21 @@ their backwards in reverse; nothing else is hidden. The training code reads
   ``layer.params[name]`` with gradient ``layer.grads[name]`` (dense weights,
   and the biases of all layers including low-rank ones), trained by plain SGD.
 
+Container layers (a residual block, :mod:`dlrt_ref.nn.residual`) hold layers of
+their own and list them in ``layer.children()``. ``net.flat_layers()`` is every
+leaf layer in forward order (containers replaced by their children, recursively);
+the two lists above, checkpoints, the trainer's snapshot and the gradient checks
+all read it, so a layer inside a block is integrated and saved like any other.
+For a network without containers it is ``net.layers`` itself (so checkpoint
+indices are unchanged). Non-trainable arrays (BatchNorm's running statistics)
+live in ``layer.state`` and travel with checkpoints.
+
+Modes and steps: ``net.train()`` / ``net.eval()`` set ``layer.training`` on every
+leaf (BatchNorm and Dropout read it); ``net.begin_step(k)`` tells every leaf
+with a ``begin_step`` method that the passes that follow belong to training
+step k (Dropout draws its mask from it; BatchNorm updates its running
+statistics once per step). The trainers call it before every pass.
+
 Passes are counted here, by the network: ``net.forward_calls`` and
 ``net.backward_calls`` count every call of ``forward`` and ``backward``, so a
 trainer reports the passes it actually ran, not the number its method
@@ -25,7 +40,7 @@ from dlrt_ref.nn.conv import Conv2d, LowRankConv2d, MaxPool2d
 from dlrt_ref.nn.layers import Dense, Flatten, ReLU, Tanh
 from dlrt_ref.nn.lowrank_layers import LowRankLinear
 
-__all__ = ["Sequential", "mlp", "lenet5", "activation_layer", "net_backend", "LENET5_SHAPES"]
+__all__ = ["Sequential", "flatten_layers", "copy_layer", "mlp", "lenet5", "activation_layer", "net_backend", "LENET5_SHAPES"]
 
 # (n_out, n_in) of the weight matrices of lenet5(): conv1 20×(1·5²), conv2 50×(20·5²), fc1 500×800, fc2 10×500
 LENET5_SHAPES = ((20, 25), (50, 500), (500, 800), (10, 500))
@@ -41,6 +56,7 @@ class Sequential:
 
     def __init__(self, layers):
         self.layers = list(layers)
+        self.training = True
         self.forward_calls = 0  # every forward and backward, counted (passes per step are read from these)
         self.backward_calls = 0
 
@@ -56,28 +72,42 @@ class Sequential:
             dy = layer.backward(dy)
         return dy
 
+    def flat_layers(self):
+        """Every leaf layer in forward order: containers (``layer.children()``) replaced by their layers."""
+        return flatten_layers(self.layers)
+
     def lowrank_layers(self):
-        """List of the low-rank layers (``layer.lowrank`` is True), in forward order."""
-        return [layer for layer in self.layers if getattr(layer, "lowrank", False)]
+        """List of the low-rank layers (``layer.lowrank`` is True), in forward order, inside blocks too."""
+        return [layer for layer in self.flat_layers() if getattr(layer, "lowrank", False)]
 
     def dense_params(self):
         """Iterator of ``(layer, name)`` over every ``layer.params[name]`` (gradient in ``layer.grads[name]``)."""
-        for layer in self.layers:
+        for layer in self.flat_layers():
             for name in layer.params:
                 yield layer, name
 
+    def train(self, mode: bool = True) -> "Sequential":
+        """Training mode (batch statistics, dropout on) or, with ``mode=False``, evaluation mode."""
+        self.training = bool(mode)
+        for layer in self.flat_layers():
+            layer.training = self.training
+        return self
+
+    def eval(self) -> "Sequential":
+        """Evaluation mode: BatchNorm uses its running statistics, Dropout is the identity."""
+        return self.train(False)
+
+    def begin_step(self, step: int) -> None:
+        """The passes that follow belong to training step ``step`` (see the module docstring)."""
+        for layer in self.flat_layers():
+            if hasattr(layer, "begin_step"):
+                layer.begin_step(step)
+
     def copy(self) -> "Sequential":
-        """An independent copy: every parameter and factor array copied, caches and gradients dropped."""
-        layers = []
-        for layer in self.layers:
-            new = _copy.copy(layer)  # shares only the (immutable) backend and shapes
-            new.params = {k: v.copy() for k, v in layer.params.items()}
-            new.grads, new._cache = {}, None
-            if getattr(layer, "lowrank", False):
-                new.U, new.S, new.V = layer.U.copy(), layer.S.copy(), layer.V.copy()
-                new.grad_op, new._products, new._lr_cache = None, None, None
-            layers.append(new)
-        return Sequential(layers)
+        """An independent copy: every parameter, state and factor array copied, caches and gradients dropped."""
+        net = Sequential([copy_layer(layer) for layer in self.layers])
+        net.training = self.training
+        return net
 
     def num_params(self) -> int:
         """Trainable numbers: dense params, plus r(n_out+n_in)+r² per low-rank layer."""
@@ -85,6 +115,32 @@ class Sequential:
 
     def __repr__(self):
         return "Sequential([\n" + "".join(f"  {layer!r},\n" for layer in self.layers) + "])"
+
+
+def flatten_layers(layers) -> list:
+    """``layers`` with every container (an object with ``children()``) replaced by its leaves, recursively."""
+    out = []
+    for layer in layers:
+        if hasattr(layer, "children"):
+            out += flatten_layers(layer.children())
+        else:
+            out.append(layer)
+    return out
+
+
+def copy_layer(layer):
+    """An independent copy of one layer (a container copies itself through ``layer.copy_with(copy_layer)``)."""
+    if hasattr(layer, "copy_with"):
+        return layer.copy_with(copy_layer)
+    new = _copy.copy(layer)  # shares only the (immutable) backend and shapes
+    new.params = {k: v.copy() for k, v in layer.params.items()}
+    if getattr(layer, "state", None) is not None:
+        new.state = {k: v.copy() for k, v in layer.state.items()}
+    new.grads, new._cache = {}, None
+    if getattr(layer, "lowrank", False):
+        new.U, new.S, new.V = layer.U.copy(), layer.S.copy(), layer.V.copy()
+        new.grad_op, new._products, new._lr_cache = None, None, None
+    return new
 
 
 def activation_layer(name):
@@ -172,7 +228,7 @@ def lenet5(ranks=None, activation="relu", backend="numpy", dtype=np.float32, see
 
 def net_backend(net):
     """The Backend of the first layer that has one (NumPy for a network without parameters)."""
-    for layer in net.layers:
+    for layer in flatten_layers(net.layers):
         if getattr(layer, "backend", None) is not None:
             return layer.backend
     return get_backend("numpy")

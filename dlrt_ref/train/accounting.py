@@ -121,7 +121,7 @@ def weight_table(net) -> list:
     weights and are not counted.
     """
     rows = []
-    for layer in net.layers:
+    for layer in net.flat_layers() if hasattr(net, "flat_layers") else net.layers:
         if getattr(layer, "lowrank", False):
             m, n = layer.shape
             rows.append(WeightShape(int(m), int(n), int(layer.rank)))

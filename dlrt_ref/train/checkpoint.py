@@ -4,9 +4,11 @@ A checkpoint holds everything a run needs to continue exactly where it
 stopped (so that a resumed run reproduces the uninterrupted one bit for bit on
 CPU):
 
-* every layer's ordinary parameters (``layer.params``) and, for low-rank
+* every layer's ordinary parameters (``layer.params``), its non-trainable
+  state (``layer.state``: BatchNorm's running statistics) and, for low-rank
   layers, the factors U, S, V — whose rank may differ from layer to layer and
-  from the rank the network was built with;
+  from the rank the network was built with. Layers are the network's leaves
+  (``net.flat_layers()``: the layers inside residual blocks count one by one);
 * the optimiser state (:meth:`~dlrt_ref.train.optim.Optimizer.state_dict`:
   keys are tuples of ints and strings, each entry has arrays, a step count
   ``t`` and a *frame*, a tuple of arrays — the basis the state is expressed in);
@@ -78,10 +80,14 @@ def save_checkpoint(path, trainer, position: dict, history: dict, config: dict) 
     """
     path = Path(path)
     arrays, layers = {}, []
-    for k, layer in enumerate(trainer.net.layers):
+    for k, layer in enumerate(trainer.net.flat_layers()):
         entry = {"type": type(layer).__name__, "params": sorted(layer.params)}
         for name in entry["params"]:
             arrays[f"layer{k}/param/{name}"] = to_numpy(layer.params[name])
+        if getattr(layer, "state", None):
+            entry["state"] = sorted(layer.state)
+            for name in entry["state"]:
+                arrays[f"layer{k}/state/{name}"] = to_numpy(layer.state[name])
         if getattr(layer, "lowrank", False):
             entry["rank"] = layer.rank
             for name in ("U", "S", "V"):
@@ -173,24 +179,30 @@ def load_checkpoint(path, trainer) -> dict:
     z, manifest = _open(path)
     with z:
         try:
-            params, factors, sd = _read_arrays(z, manifest, trainer)
+            params, factors, states, sd = _read_arrays(z, manifest, trainer)
         except CheckpointError as exc:
             raise CheckpointError(f"checkpoint {str(path)!r}: {exc}") from None
         except _READ_ERRORS as exc:
             raise CheckpointError(f"checkpoint {str(path)!r} is damaged or incomplete: {type(exc).__name__}: "
                                   f"{exc}") from None
     net, be = trainer.net, net_backend(trainer.net)
+    leaves = net.flat_layers()
     old = [(dict(layer.params), getattr(layer, "U", None), getattr(layer, "S", None), getattr(layer, "V", None))
-           for layer in net.layers]
+           for layer in leaves]
+    old_states = [dict(layer.state) if getattr(layer, "state", None) else None for layer in leaves]
     try:
         for (k, name), a in params.items():
-            net.layers[k].params[name] = be.asarray(a)
+            leaves[k].params[name] = be.asarray(a)
+        for (k, name), a in states.items():
+            leaves[k].state[name] = be.asarray(a)
         for k, (U, S, V) in factors.items():
-            net.layers[k].set_factors(be.asarray(U), be.asarray(S), be.asarray(V))
+            leaves[k].set_factors(be.asarray(U), be.asarray(S), be.asarray(V))
         trainer.opt.load_state_dict(sd, be)
     except (ValueError, TypeError) as exc:  # set_factors' shape/rank/dtype checks, the optimiser's: undo, one line
-        for layer, (p, U, S, V) in zip(net.layers, old):
+        for layer, (p, U, S, V), st in zip(leaves, old, old_states):
             layer.params = p
+            if st is not None:
+                layer.state = st
             if U is not None:
                 layer.U, layer.S, layer.V = U, S, V
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit this run: {exc}") from None
@@ -200,15 +212,15 @@ def load_checkpoint(path, trainer) -> dict:
 
 def _read_arrays(z, manifest, trainer):
     """Every array the trainer needs, read and checked; the trainer is not touched."""
-    net = trainer.net
-    if len(manifest["layers"]) != len(net.layers):
-        raise CheckpointError(f"checkpoint has {len(manifest['layers'])} layers, the network {len(net.layers)}")
+    leaves = trainer.net.flat_layers()
+    if len(manifest["layers"]) != len(leaves):
+        raise CheckpointError(f"checkpoint has {len(manifest['layers'])} layers, the network {len(leaves)}")
     kind = manifest["trainer"]["type"]
     if kind != type(trainer).__name__:
         raise CheckpointError(f"checkpoint was written by {kind}, this run uses {type(trainer).__name__}")
     _check_config(manifest, trainer)
-    params, factors = {}, {}
-    for k, (entry, layer) in enumerate(zip(manifest["layers"], net.layers)):
+    params, factors, states = {}, {}, {}
+    for k, (entry, layer) in enumerate(zip(manifest["layers"], leaves)):
         if entry["type"] != type(layer).__name__ or entry["params"] != sorted(layer.params):
             raise CheckpointError(f"layer {k}: checkpoint has {entry['type']} {entry['params']}, "
                                   f"network has {type(layer).__name__} {sorted(layer.params)}")
@@ -218,6 +230,16 @@ def _read_arrays(z, manifest, trainer):
                 raise CheckpointError(f"layer {k} param {name}: {a.shape} {a.dtype} in the checkpoint, the network has "
                                       f"{layer.params[name].shape} {layer.params[name].dtype}")
             params[(k, name)] = a
+        state = getattr(layer, "state", None) or {}
+        if entry.get("state", []) != sorted(state):
+            raise CheckpointError(f"layer {k}: checkpoint has state {entry.get('state', [])}, "
+                                  f"network has {sorted(state)}")
+        for name in sorted(state):
+            a = _array(z, f"layer{k}/state/{name}")
+            if a.shape != state[name].shape or a.dtype != state[name].dtype:
+                raise CheckpointError(f"layer {k} state {name}: {a.shape} {a.dtype} in the checkpoint, the network "
+                                      f"has {state[name].shape} {state[name].dtype}")
+            states[(k, name)] = a
         if getattr(layer, "lowrank", False):
             U, S, V = (_array(z, f"layer{k}/factor/{n}") for n in ("U", "S", "V"))
             m, n = layer.shape
@@ -236,7 +258,7 @@ def _read_arrays(z, manifest, trainer):
         state[_decode_key(entry["key"])] = st
     sd = dict(manifest["optimizer"], state=state)
     int(manifest["trainer"]["steps"])
-    return params, factors, sd
+    return params, factors, states, sd
 
 
 def trainer_config(trainer) -> dict:

@@ -97,7 +97,13 @@ class Trainer:
         self.steps = 0
 
     def _pass(self, x, y) -> float:
-        """One forward and backward pass; returns the loss."""
+        """One forward and backward pass; returns the loss.
+
+        ``net.begin_step(self.steps)`` first: every pass of one step has the same step number
+        (Dropout's mask, BatchNorm's once-per-step running statistics; see :mod:`dlrt_ref.nn.network`).
+        """
+        if hasattr(self.net, "begin_step"):
+            self.net.begin_step(self.steps)
         logits = self.net.forward(x)
         loss = self.loss.forward(logits, y)
         if not np.isfinite(loss):
@@ -111,7 +117,7 @@ class Trainer:
         ``grads``: ``{(layer index, name): gradient}`` as taken by :meth:`_dense_grads`;
         default the gradients of the last pass.
         """
-        index = {id(l): k for k, l in enumerate(self.net.layers)}
+        index = {id(l): k for k, l in enumerate(self.net.flat_layers())}
         for layer, name in self.net.dense_params():
             k = index[id(layer)]
             g = layer.grads[name] if grads is None else grads[(k, name)]
@@ -120,26 +126,30 @@ class Trainer:
 
     def _dense_grads(self) -> dict:
         """The dense parameters' gradients of the last pass (arrays are new at every backward)."""
-        index = {id(l): k for k, l in enumerate(self.net.layers)}
+        index = {id(l): k for k, l in enumerate(self.net.flat_layers())}
         return {(index[id(layer)], name): layer.grads[name] for layer, name in self.net.dense_params()}
 
     def _passes_so_far(self) -> tuple:
         return getattr(self.net, "forward_calls", 0), getattr(self.net, "backward_calls", 0)
 
     def _snapshot(self):
-        """Everything a step changes: dense parameters, factors, optimiser state, step count.
+        """Everything a step changes: dense parameters, factors, non-trainable state (BatchNorm's running
+        statistics), optimiser state, step count.
 
         Arrays are never modified in place by a step (every update makes new
         arrays), so references suffice; factors keep their identity, which the
         optimiser uses to recognise its frames.
         """
-        layers = [(dict(l.params), (l.U, l.S, l.V) if getattr(l, "lowrank", False) else None) for l in self.net.layers]
+        layers = [(dict(l.params), (l.U, l.S, l.V) if getattr(l, "lowrank", False) else None, dict(getattr(l, "state", {})))
+                  for l in self.net.flat_layers()]
         return layers, self.opt.snapshot(), self.steps
 
     def _restore(self, snap) -> None:
         layers, opt_state, self.steps = snap
-        for layer, (params, factors) in zip(self.net.layers, layers):
+        for layer, (params, factors, state) in zip(self.net.flat_layers(), layers):
             layer.params = dict(params)
+            if state:
+                layer.state = dict(state)
             if factors is not None:
                 layer.set_factors(*factors)
         self.opt.restore(opt_state)

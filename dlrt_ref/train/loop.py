@@ -110,11 +110,18 @@ def evaluate(net, x, y, batch_size: int = 1000) -> tuple:
     be = net_backend(net)
     loss_fn = SoftmaxCrossEntropy()
     total_loss, correct = 0.0, 0
-    for i in range(0, n, batch_size):
-        xb, yb = be.asarray(x[i : i + batch_size]), be.asarray(y[i : i + batch_size])
-        logits = net.forward(xb)  # (b, C)
-        total_loss += loss_fn.forward(logits, yb) * len(yb)
-        correct += int(to_numpy((logits.argmax(axis=1) == yb).sum()))
+    was_training = getattr(net, "training", None)
+    if was_training is not None:
+        net.eval()  # BatchNorm with its running statistics, no dropout
+    try:
+        for i in range(0, n, batch_size):
+            xb, yb = be.asarray(x[i : i + batch_size]), be.asarray(y[i : i + batch_size])
+            logits = net.forward(xb)  # (b, C)
+            total_loss += loss_fn.forward(logits, yb) * len(yb)
+            correct += int(to_numpy((logits.argmax(axis=1) == yb).sum()))
+    finally:
+        if was_training is not None:
+            net.train(was_training)
     return total_loss / n, correct / n
 
 
@@ -160,7 +167,7 @@ def remove_stale_temporaries(out) -> list:
 def _nonfinite_param(net):
     """Name of the first parameter or factor holding NaN/inf, or None (one host synchronisation when all are finite)."""
     named = []
-    for k, layer in enumerate(net.layers):
+    for k, layer in enumerate(net.flat_layers()):
         named += [(f"layer {k} {name}", a) for name, a in sorted(layer.params.items())]
         if getattr(layer, "lowrank", False):
             named += [(f"layer {k} {name}", getattr(layer, name)) for name in ("U", "S", "V")]
