@@ -26,7 +26,7 @@ CORE = ("backend", "linalg", "lowrank", "operators", "substeps", "integrators", 
 # what each part of the package may import from the package (besides itself)
 ALLOWED = {"core": {"core"}, "nn": {"core"}, "ode": {"core"}, "data": set(), "train": {"core", "nn", "data"},
            "experiments": {"core", "nn", "ode", "data", "train"}}
-LAZY_OK = ("cupy", "cupyx", "matplotlib")  # optional or slow dependencies, loaded on first use only
+LAZY_OK = ("cupy", "cupyx", "matplotlib", "dask")  # optional or slow dependencies, loaded on first use only
 
 
 def _modules():

@@ -26,6 +26,7 @@ import numpy as np
 
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, run_serial
 from dlrt_ref.experiments.train_common import load_dataset, mean_std, train_record
 from dlrt_ref.nn import lenet5
 from dlrt_ref.train.baselines import dense_trainer
@@ -59,35 +60,49 @@ def layer_ranks(cr: float) -> list:
     return [min(max(int((1 - cr) * n * m / (n + m + 1)), 2), min(m, n)) for m, n in SHAPES]
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
-    budget = as_budget(preset, backend)
-    backend = budget.backend
+def specs(cfg, backend: str) -> list:
+    """One run per (dense or cr) x seed."""
+    return [RunSpec(NAME, f"cr={cr} seed={seed}", dict(cr=cr, seed=seed, epochs=cfg["epochs"], subset=cfg["subset"],
+                                                      test_subset=cfg["test_subset"], backend=backend))
+            for cr in [None] + cfg["crs"] for seed in cfg["seeds"]]
 
-    cfg = configure(PRESETS, KNOBS, budget)
-    results = {}
+
+def run_one(c: dict, tag: str) -> dict:
+    """One run: dense LeNet5 (``cr`` None) or fixed-rank DLRT at [T]'s ranks for ``cr``."""
+    seed, backend = c["seed"], c["backend"]
+    data = load_dataset("mnist", False, 0, seed, c["subset"], c["test_subset"])
+    if c["cr"] is None:
+        trainer = dense_trainer(lenet5(seed=seed, backend=backend), SGD(LR))
+    else:
+        net = lenet5(ranks=layer_ranks(c["cr"]) + [None], seed=seed, backend=backend)
+        trainer = DLRT(net, SGD(LR), method="bug")
+    return train_record(trainer, data, c["epochs"], BATCH, seed, tag)
+
+
+def assemble(cfg, results: dict) -> dict:
+    """The figure's data from the runs' results by key."""
+    out = {}
     for cr in [None] + cfg["crs"]:
-        runs = []
-        for seed in cfg["seeds"]:
-            data = load_dataset("mnist", False, 0, seed, cfg["subset"], cfg["test_subset"])
-            if cr is None:
-                trainer = dense_trainer(lenet5(seed=seed, backend=backend), SGD(LR))
-            else:
-                net = lenet5(ranks=layer_ranks(cr) + [None], seed=seed, backend=backend)
-                trainer = DLRT(net, SGD(LR), method="bug")
-            runs.append(train_record(trainer, data, cfg["epochs"], BATCH, seed, f"{NAME} cr={cr} seed={seed}"))
+        runs = [results[f"cr={cr} seed={seed}"] for seed in cfg["seeds"]]
         m, s = mean_std([r["test_acc"][-1] for r in runs])
-        results["dense" if cr is None else str(cr)] = {
+        out["dense" if cr is None else str(cr)] = {
             "ranks": None if cr is None else layer_ranks(cr), "test_acc_mean": m, "test_acc_std": s,
             "cr_eval_overall": runs[0]["cr"][-1]["cr_eval"], "ms_per_step": runs[0]["ms_per_step"][-1],
             "runs": runs}
     return {"crs": cfg["crs"], "seeds": cfg["seeds"], "epochs": cfg["epochs"], "subset": cfg["subset"],
             "optimizer": "sgd", "lr": LR, "batch": BATCH, "method": "bug (fixed rank)", "row": "last epoch",
-            "results": results, "published": {str(k): list(v) for k, v in PUBLISHED.items()},
+            "results": out, "published": {str(k): list(v) for k, v in PUBLISHED.items()},
             "cr_definitions": {"layer-wise cr": "[T] rank rule r(n+m+1) ≈ (1-cr) n m",
                                "cr_eval_overall": "eval"},
             "budget": f"{len(cfg['crs'])} cr + dense x {len(cfg['seeds'])} seeds x {cfg['epochs']} epochs "
                       f"on {cfg['subset'] or 'all 60000'} images"}
+
+
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
+    budget = as_budget(preset, backend)
+    cfg = configure(PRESETS, KNOBS, budget)
+    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
 
 
 def plot(data: dict, out_dir):

@@ -45,7 +45,7 @@ PRESET_NAMES = ("quick", "full", "paper")
 OVERRIDES = ("epochs", "seeds", "subset", "taus")
 
 __all__ = ["Budget", "as_budget", "backend_for", "configure", "preset_name", "resolve", "notes", "record", "count_runs", "seeds_of",
-           "start_progress", "stop_progress", "run_done", "PRESET_NAMES", "OVERRIDES"]
+           "start_progress", "stop_progress", "pause_progress", "resume_progress", "run_done", "PRESET_NAMES", "OVERRIDES"]
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,7 @@ _progress: dict | None = None
 def start_progress(name: str, total: int | None, stream=None) -> None:
     """Start counting the runs of experiment ``name`` (``total`` None: no ETA)."""
     global _progress
-    _progress = {"name": name, "total": total, "done": 0, "t0": time.perf_counter(),
+    _progress = {"name": name, "total": total, "done": 0, "failed": 0, "t0": time.perf_counter(),
                  "stream": stream if stream is not None else sys.stderr}
 
 
@@ -212,12 +212,28 @@ def stop_progress() -> None:
     _progress = None
 
 
-def run_done(tag: str, seconds: float) -> None:
-    """Report one finished run: ``[name] run k/N (tag) 12.3 s; elapsed 45 s, ETA 90 s`` (no-op outside ``figures``)."""
+def pause_progress():
+    """Stop reporting (a sweep reports its runs itself); returns what :func:`resume_progress` restores."""
+    global _progress
+    saved, _progress = _progress, None
+    return saved
+
+
+def resume_progress(saved) -> None:
+    global _progress
+    _progress = saved
+
+
+def run_done(tag: str, seconds: float, failed: bool = False) -> None:
+    """Report one finished run: ``[name] run k/N (tag) 12.3 s; elapsed 45 s, ETA 90 s`` (no-op outside ``figures``).
+
+    ``failed``: the run failed (counted; the line then also says how many have failed so far).
+    """
     p = _progress
     if p is None:
         return
     p["done"] += 1
+    p["failed"] += bool(failed)
     k, n = p["done"], p["total"]
     elapsed = time.perf_counter() - p["t0"]
     if n is not None and k <= n:
@@ -225,5 +241,6 @@ def run_done(tag: str, seconds: float) -> None:
         of = f"{k}/{n}"
     else:
         eta, of = "ETA unknown", f"{k}"
-    p["stream"].write(f"[{p['name']}] run {of} ({tag}) {seconds:.1f} s; elapsed {elapsed:.0f} s, {eta}\n")
+    fails = f", {p['failed']} failed" if p["failed"] else ""
+    p["stream"].write(f"[{p['name']}] run {of} ({tag}) {seconds:.1f} s; elapsed {elapsed:.0f} s{fails}, {eta}\n")
     p["stream"].flush()

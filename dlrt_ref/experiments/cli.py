@@ -50,8 +50,11 @@ from dlrt_ref.data import data_dir, set_data_dir
 from dlrt_ref.errors import CommandError, UsageError
 from dlrt_ref.experiments import EXPERIMENTS, PRESETS, load, select
 from dlrt_ref.experiments import budget as B
+from dlrt_ref.experiments.executors import _import_dask, make_executor
 from dlrt_ref.experiments.plotting import jsonable
+from dlrt_ref.experiments.runs import RunCache, SerialExecutor, sweep
 from dlrt_ref.threads import describe_threads
+from dlrt_ref.train.files import write_json
 
 DEFAULT_OUT = {"full": Path("figures"), "quick": Path("figures/quick"), "paper": Path("figures/paper")}
 COMMITTED = Path(__file__).resolve().parents[2] / "figures" / "data"  # the committed full-preset JSONs
@@ -94,6 +97,14 @@ def add_arguments(p) -> None:
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                    help="folder with MNIST (IDX files or mnist/) and/or fashion-mnist/; default $DLRT_REF_DATA_DIR, "
                         "else the shipped MNIST (Fashion-MNIST: /usr/share/datasets/fashion-mnist or the cache)")
+    p.add_argument("--jobs", type=_positive, default=None, metavar="N",
+                   help="run the independent training runs of each experiment in N local processes (one BLAS "
+                        "thread each); experiments not split into runs run serially, with a note")
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run them on a dask.distributed scheduler at ADDRESS, or 'local:N' for a LocalCluster of "
+                        "N worker processes (needs pip install .[cluster])")
+    p.add_argument("--no-cache", action="store_true",
+                   help="recompute every run (default: completed runs are kept in OUT/.runs/ and reused)")
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--plan", action="store_true", help="print the run plan and exit")
     p.add_argument("--quiet", action="store_true", help="no start line on stderr")
@@ -122,6 +133,10 @@ def run(args) -> int:
             raise UsageError(f"--out: {folder} is a file; give a folder")
     if args.data_dir is not None and not args.data_dir.is_dir():
         raise UsageError(f"--data-dir {args.data_dir} is not a folder")
+    if args.jobs is not None and args.dask is not None:
+        raise UsageError("give --jobs or --dask, not both")
+    if args.dask is not None:
+        _import_dask()  # a one-line error naming the extra, before anything runs
     sys.stdout.write(format_plan(plan(names, budget), budget))
     sys.stdout.flush()
     if args.plan:
@@ -140,11 +155,21 @@ def run(args) -> int:
         sys.stderr.write(f"figures: {args.preset} preset, {len(names)} experiment(s) ({', '.join(names)}); data "
                          f"{data_dir() or 'shipped MNIST'}; {describe_threads()}; out {out}\n")
         sys.stderr.flush()
+    executor = make_executor(args.jobs, args.dask, args.backend)
     try:
-        _run_all(names, budget, out)
+        failed = _run_all(names, budget, out, executor, None if args.no_cache else RunCache(out / ".runs", _err))
     finally:
+        executor.close()
         set_data_dir(None)
+    if failed:
+        raise CommandError(f"{failed} run(s) failed; their specs and errors are in OUT/data/NAME.partial.json; "
+                           f"rerun the same command to resume (completed runs come from {out / '.runs'})")
     return 0
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 # ---- the run plan ------------------------------------------------------------------------------------------------
@@ -272,15 +297,27 @@ def write_outputs(out: Path, name: str, mod, record: dict) -> list[Path]:
     return _final_paths(out, name)
 
 
-def _run_all(names, budget, out) -> None:
+def _run_all(names, budget, out, executor=None, cache=None) -> int:
+    """Run each experiment, write its outputs; returns the number of failed runs (0: everything complete)."""
+    executor = executor or SerialExecutor()
+    total_failed = 0
     for name in names:
         mod = load(name)
         cfg = B.resolve(mod, budget)
         mine = dataclasses.replace(budget, backend=B.backend_for(mod, budget))  # host-only experiments: numpy
+        split = hasattr(mod, "specs")
+        if not split and not isinstance(executor, SerialExecutor):
+            _err(f"figures: {name} is not split into runs; it runs serially here ({executor.name} not used)")
         B.start_progress(name, B.count_runs(mod, cfg))
         t0 = time.perf_counter()
+        failures = []
         try:
-            data = jsonable(mod.run(mine))
+            if split:
+                specs = mod.specs(cfg, mine.backend)
+                results, failures = sweep(specs, executor, cache, data_dir())
+                data = None if failures else jsonable(mod.assemble(cfg, results))
+            else:
+                data = jsonable(mod.run(mine))
         finally:
             B.stop_progress()
         seconds = time.perf_counter() - t0
@@ -290,6 +327,21 @@ def _run_all(names, budget, out) -> None:
         record = {"name": name, "preset": budget.preset, "backend": mine.backend, "seconds": seconds,
                   "budget": rec_budget, "seeds": rec_budget["seeds"],
                   "command": f"python -m dlrt_ref figures --preset {budget.preset} --only {name}"
-                             + (f" {over}" if over else ""), "data": data}
+                             + (f" {over}" if over else "")}
+        if split:
+            record["sweep"] = {"runs": len(specs), "failed": failures,
+                               "executor": executor.name}
+        if failures:  # no figure from incomplete data: the completed runs are cached, the failures recorded
+            total_failed += len(failures)
+            record.update(partial=True, completed={k: v for k, v in results.items()})
+            partial = out / "data" / f"{name}.partial.json"
+            write_json(partial, record)
+            _err(f"{name}: {len(failures)} of {len(specs)} run(s) failed (first: {failures[0]['key']}: "
+                 f"{failures[0]['error']}); no figure drawn; partial data -> {partial}")
+            continue
+        (out / "data" / f"{name}.partial.json").unlink(missing_ok=True)
+        record["data"] = data
         paths = write_outputs(out, name, mod, record)
         sys.stdout.write(f"{name}: {seconds:.1f} s -> {', '.join(str(p) for p in paths)}\n")
+    return total_failed
+

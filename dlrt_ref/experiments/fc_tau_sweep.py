@@ -28,6 +28,7 @@ import numpy as np
 
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, run_serial
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, train_record
 from dlrt_ref.nn import mlp
 from dlrt_ref.train.baselines import dense_trainer
@@ -71,17 +72,30 @@ PUBLISHED = {
 }
 
 
-def _one(d, tau, cfg, backend):
+def _taus(cfg, d):
+    return cfg["taus"][d] if isinstance(cfg["taus"], dict) else cfg["taus"]
+
+
+def specs(cfg, backend: str) -> list:
+    """For each width: the dense run, then one ra-bug run per tau."""
+    return [RunSpec(NAME, f"d={d} tau={tau}", dict(d=d, tau=tau, seed=cfg["seed"], epochs=cfg["epochs"],
+                                                  subset=cfg["subset"], test_subset=cfg["test_subset"],
+                                                  validation=cfg["validation"], backend=backend))
+            for d in cfg["widths"] for tau in [None] + list(_taus(cfg, d))]
+
+
+def run_one(c: dict, tag: str) -> dict:
+    """One run of 784-d×4-10: dense (``tau`` None) or ra-bug at ``tau``; the record plus the chosen row."""
+    d, tau, seed, backend = c["d"], c["tau"], c["seed"], c["backend"]
     widths = [784, d, d, d, d, 10]
-    seed = cfg["seed"]
-    data = load_dataset("mnist", True, cfg["validation"], seed, cfg["subset"], cfg["test_subset"])
+    data = load_dataset("mnist", True, c["validation"], seed, c["subset"], c["test_subset"])
     if tau is None:
         trainer = dense_trainer(mlp(widths, seed=seed, backend=backend), Adam(LR))
     else:
         caps = [min(a, b) // 2 for a, b in zip(widths[:-2], widths[1:-1])]
         net = mlp(widths, ranks=caps + [None], seed=seed, backend=backend)
         trainer = DLRT(net, Adam(LR), method="ra-bug", tau=tau)
-    rec = train_record(trainer, data, cfg["epochs"], BATCH, seed, f"{NAME} d={d} tau={tau}")
+    rec = train_record(trainer, data, c["epochs"], BATCH, seed, tag)
     k = best_epoch(rec, "val_loss")
     rec.update(best=k, test_acc_best=rec["test_acc"][k], ranks_best=rec["ranks"][k],
                cr_eval_best=rec["cr"][k]["cr_eval"], cr_train_paper_best=rec["cr"][k]["cr_train_paper"],
@@ -89,11 +103,8 @@ def _one(d, tau, cfg, backend):
     return rec
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
-    budget = as_budget(preset, backend)
-    backend = budget.backend
-    cfg = configure(PRESETS, KNOBS, budget)
+def assemble(cfg, results: dict) -> dict:
+    """The figure's data from the runs' results by key."""
     out = {"config": {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v) for k, v in cfg.items()}, "optimizer": "adam", "lr": LR, "batch": BATCH,
            "method": "ra-bug (correct truncation)", "row": "epoch of minimum validation loss",
            "cr_definitions": {"cr_eval": "eval", "cr_train_paper": "train-paper"},
@@ -103,12 +114,16 @@ def run(preset="full", backend: str = "numpy") -> dict:
                          for d, p in PUBLISHED.items()},
            "runs": {}}
     for d in cfg["widths"]:
-        runs = {"dense": _one(d, None, cfg, backend)}
-        taus = cfg["taus"][d] if isinstance(cfg["taus"], dict) else cfg["taus"]
-        for tau in taus:
-            runs[str(tau)] = _one(d, tau, cfg, backend)
-        out["runs"][str(d)] = runs
+        out["runs"][str(d)] = {("dense" if tau is None else str(tau)): results[f"d={d} tau={tau}"]
+                               for tau in [None] + list(_taus(cfg, d))}
     return out
+
+
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
+    budget = as_budget(preset, backend)
+    cfg = configure(PRESETS, KNOBS, budget)
+    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
 
 
 def plot(data: dict, out_dir):

@@ -30,6 +30,7 @@ import numpy as np
 
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, run_serial
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, mean_std, train_record
 from dlrt_ref.nn import lenet5
 from dlrt_ref.train.accounting import WeightShape, compression_rate
@@ -88,15 +89,31 @@ def train_lenet(tau, seed, epochs, subset, test_subset, validation, backend, tag
     return rec
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
-    budget = as_budget(preset, backend)
-    backend = budget.backend
-    cfg = configure(PRESETS, KNOBS, budget)
+def specs(cfg, backend: str) -> list:
+    """The grid (dense and each tau, x seeds), then the long tau run and its dense run (seed 0)."""
+    grid = [RunSpec(NAME, f"tau={tau} seed={s}", dict(tau=tau, seed=s, epochs=cfg["epochs"], subset=cfg["subset"],
+                                                     test_subset=cfg["test_subset"], validation=cfg["validation"],
+                                                     backend=backend))
+            for tau in [None] + cfg["taus"] for s in cfg["seeds"]]
+    lc = cfg["long"]
+    long = [] if lc is None else [
+        RunSpec(NAME, f"long tau={t}", dict(tau=t, seed=0, epochs=e, subset=lc["subset"], test_subset=cfg["test_subset"],
+                                           validation=cfg["validation"], backend=backend))
+        for t, e in ((lc["tau"], lc["epochs"]), (None, lc["dense_epochs"]))]
+    return grid + long
+
+
+def run_one(c: dict, tag: str) -> dict:
+    """One run of :func:`train_lenet`."""
+    return train_lenet(c["tau"], c["seed"], c["epochs"], c["subset"], c["test_subset"], c["validation"], c["backend"],
+                       tag)
+
+
+def assemble(cfg, results: dict) -> dict:
+    """The figure's data from the runs' results by key."""
     grid = {}
     for tau in [None] + cfg["taus"]:
-        runs = [train_lenet(tau, s, cfg["epochs"], cfg["subset"], cfg["test_subset"], cfg["validation"], backend,
-                            f"{NAME} tau={tau} seed={s}") for s in cfg["seeds"]]
+        runs = [results[f"tau={tau} seed={s}"] for s in cfg["seeds"]]
         acc = mean_std([r["test_acc_best"] for r in runs])
         summary = {"test_acc_mean": acc[0], "test_acc_std": acc[1],
                    "ranks_best_run": runs[int(np.argmax([r["test_acc_best"] for r in runs]))]["ranks_best"]}
@@ -104,9 +121,7 @@ def run(preset="full", backend: str = "numpy") -> dict:
             summary[f"{c}_mean"] = mean_std([r[f"{c}_best"] for r in runs])[0]
         grid["dense" if tau is None else str(tau)] = {"summary": summary, "runs": runs}
     lc = cfg["long"]
-    long = {} if lc is None else {
-        str(t): train_lenet(t, 0, e, lc["subset"], cfg["test_subset"], cfg["validation"], backend,
-                            f"{NAME} long tau={t}") for t, e in ((lc["tau"], lc["epochs"]), (None, lc["dense_epochs"]))}
+    long = {} if lc is None else {str(t): results[f"long tau={t}"] for t in (lc["tau"], None)}
     return {"taus": cfg["taus"], "seeds": cfg["seeds"], "epochs": cfg["epochs"], "subset": cfg["subset"],
             "validation": cfg["validation"], "optimizer": "sgd", "lr": LR, "batch": BATCH, "grid": grid,
             "long": {"config": lc, "runs": long}, "row": "epoch of minimum validation loss",
@@ -117,6 +132,13 @@ def run(preset="full", backend: str = "numpy") -> dict:
                       f"on {cfg['subset'] or '55k'} images; "
                       + ("no long run" if lc is None else f"long: tau={lc['tau']} and dense, 1 seed, "
                                                          f"{lc['epochs']} epochs on {lc['subset'] or '55k'} images")}
+
+
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
+    budget = as_budget(preset, backend)
+    cfg = configure(PRESETS, KNOBS, budget)
+    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
 
 
 def plot(data: dict, out_dir):

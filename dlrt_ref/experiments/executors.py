@@ -1,0 +1,186 @@
+"""Where a sweep's runs execute: here, in N local processes, or on a Dask cluster (``figures --jobs/--dask``).
+
+Every executor has ``map(calls)``, which yields ``(index, result, error, seconds)`` for each call
+``(spec, data_folder, deps)`` as it finishes (in any order; :func:`dlrt_ref.experiments.runs.sweep` puts
+the results back in spec order), and ``close()``.
+
+- :class:`~dlrt_ref.experiments.runs.SerialExecutor`: one after the other, in this process.
+- :class:`ProcessExecutor` (``--jobs N``): N processes of the standard library, started with ``spawn``;
+  each sets its BLAS/OpenMP threads to 1 (:func:`dlrt_ref.threads.apply_threads`) before NumPy loads.
+  The runs of a worker that dies (killed, out of memory) are resubmitted once to a fresh pool; what
+  fails again is reported, the finished runs are cached, so a rerun resumes.
+- :class:`DaskExecutor` (``--dask ADDRESS`` or ``--dask local:N``): a running ``dask.distributed``
+  scheduler, or a ``LocalCluster`` of N worker processes with one thread each. Dask reschedules the
+  runs of a worker that dies. Dask is optional (``pip install .[cluster]``) and imported only here, on use.
+
+GPUs (``--backend cupy``): on a cluster each worker uses its own GPU, one run at a time (one thread
+per worker). :func:`gpu_for_worker` picks the device of a worker from its name or from
+``CUDA_VISIBLE_DEVICES`` (dask-cuda's ``LocalCUDACluster`` sets that, one device per worker);
+:class:`GpuPlugin` records it when the worker starts, and :func:`on_gpu` makes it the current CuPy device
+for each run.
+"""
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+
+from dlrt_ref.errors import UsageError
+from dlrt_ref.experiments.runs import SerialExecutor, execute, timed
+from dlrt_ref.threads import apply_threads
+
+__all__ = ["SerialExecutor", "ProcessExecutor", "DaskExecutor", "make_executor", "gpu_for_worker", "GpuPlugin",
+           "on_gpu", "DASK_MISSING"]
+
+DASK_MISSING = "--dask needs dask.distributed, which is not installed: pip install .[cluster]"
+GPU_VAR = "DLRT_REF_GPU"
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+class ProcessExecutor:
+    """``n`` local worker processes (``spawn``), each pinned to one BLAS thread before NumPy loads.
+
+    A worker that dies breaks the pool: the runs it took down are resubmitted once to a fresh pool
+    (a run that kills its worker twice is reported as failed); finished runs are kept.
+    """
+
+    def __init__(self, n: int):
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"jobs must be a positive integer, got {n!r}")
+        self.n, self.name = n, f"{n} local processes"
+        self.pool = self._new_pool()
+
+    def _new_pool(self):
+        # the initializer is dlrt_ref.threads.apply_threads: unpickling it imports no NumPy
+        return ProcessPoolExecutor(max_workers=self.n, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=functools.partial(apply_threads, ["--threads", "1"]))
+
+    def map(self, calls):
+        todo, tries = list(range(len(calls))), 0
+        while todo:
+            tries += 1
+            futures = {self.pool.submit(timed, execute, *calls[i]): i for i in todo}
+            t0, todo, broken = time.perf_counter(), [], False
+            for fut in as_completed(futures):
+                try:
+                    result, error, seconds = fut.result()
+                except BrokenProcessPool as exc:  # a worker died: retry its runs once on a fresh pool
+                    broken = True
+                    if tries < 2:
+                        todo.append(futures[fut])
+                        continue
+                    result, error, seconds = None, f"worker died twice: {exc}", time.perf_counter() - t0
+                yield futures[fut], result, error, seconds
+            if broken:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                self.pool = self._new_pool()
+            todo.sort()
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _import_dask():
+    try:
+        import dask.distributed as dd  # optional dependency: loaded on use only
+    except ImportError:
+        raise UsageError(DASK_MISSING) from None
+    return dd
+
+
+class DaskExecutor:
+    """A ``dask.distributed`` client: ``address`` of a running scheduler, or ``local:N`` for a LocalCluster."""
+
+    def __init__(self, address: str, backend: str = "numpy"):
+        dd = _import_dask()
+        self.cluster = None
+        m = re.fullmatch(r"local:(\d+)", address)
+        if m:
+            n = int(m.group(1))
+            if n < 1:
+                raise UsageError(f"--dask local:N needs N >= 1, got {address!r}")
+            self.cluster = dd.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                           env=dict(ONE_THREAD))
+            self.client = dd.Client(self.cluster)
+            self.name = f"dask LocalCluster of {n} worker processes"
+        elif address.startswith("local"):
+            raise UsageError(f"--dask: give local:N (N worker processes) or a scheduler address, got {address!r}")
+        else:
+            try:
+                self.client = dd.Client(address, timeout="20s")
+            except OSError as exc:
+                raise UsageError(f"--dask {address}: cannot reach the scheduler ({exc})") from None
+            self.name = f"dask scheduler {address}"
+        self.gpu = backend == "cupy"
+        if self.gpu:
+            self.client.register_plugin(GpuPlugin())
+
+    def map(self, calls):
+        dd = _import_dask()
+        task = (on_gpu, timed, execute) if self.gpu else (timed, execute)
+        futures = {self.client.submit(*task, *call, pure=False): i for i, call in enumerate(calls)}
+        t0 = time.perf_counter()
+        for fut in dd.as_completed(list(futures)):
+            try:
+                result, error, seconds = fut.result()
+            except Exception as exc:  # e.g. the run killed its workers too often (KilledWorker)
+                result, error, seconds = None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0
+            yield futures[fut], result, error, seconds
+
+    def close(self):
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def make_executor(jobs: int | None = None, dask: str | None = None, backend: str = "numpy"):
+    """The executor for ``--jobs`` / ``--dask`` (serial without either)."""
+    if jobs is not None and dask is not None:
+        raise UsageError("give --jobs or --dask, not both")
+    if dask is not None:
+        return DaskExecutor(dask, backend)
+    if jobs is not None and jobs > 1:
+        return ProcessExecutor(jobs)
+    return SerialExecutor()
+
+
+# ---- GPUs ----------------------------------------------------------------------------------------------------------
+
+def gpu_for_worker(name, n_devices: int, visible: str | None = None) -> int:
+    """The CuPy device index a worker uses: 0 when ``CUDA_VISIBLE_DEVICES`` (``visible``) gives it one
+    device (dask-cuda's LocalCUDACluster), else its number (the name of a LocalCluster worker, or the
+    trailing digits of a name like ``gpu-3``) modulo ``n_devices``."""
+    if n_devices < 1:
+        raise ValueError(f"n_devices must be >= 1, got {n_devices!r}")
+    if visible is not None and visible.strip() and "," not in visible:
+        return 0  # the worker sees exactly one device: its own
+    m = re.search(r"(\d+)$", str(name))
+    if m is None:
+        raise ValueError(f"worker name {name!r} has no number to pick a GPU by; name workers like gpu-0, gpu-1")
+    return int(m.group(1)) % n_devices
+
+
+class GpuPlugin:
+    """A Dask worker plugin: on start, record :func:`gpu_for_worker`'s device in ``$DLRT_REF_GPU``; every run
+    of the worker then makes it the current CuPy device (:func:`on_gpu`; CuPy's device is per thread)."""
+
+    name = "dlrt-ref-gpu"
+
+    def setup(self, worker):
+        import cupy  # optional: only workers of a --backend cupy sweep load it
+        n = cupy.cuda.runtime.getDeviceCount()
+        os.environ[GPU_VAR] = str(gpu_for_worker(worker.name, n, os.environ.get("CUDA_VISIBLE_DEVICES")))
+
+    def teardown(self, worker):
+        pass
+
+
+def on_gpu(fn, *args):
+    """``fn(*args)`` with the worker's GPU (``$DLRT_REF_GPU``) as the current CuPy device."""
+    import cupy  # optional: only --backend cupy sweeps on a cluster come here
+    with cupy.cuda.Device(int(os.environ.get(GPU_VAR, "0"))):
+        return fn(*args)

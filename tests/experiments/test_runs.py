@@ -1,0 +1,207 @@
+"""Runs as values (issue 18): serial, --jobs and Dask give the same JSON; the run cache survives kills and corruption."""
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from dlrt_ref.cli import main
+from dlrt_ref.errors import UsageError
+from dlrt_ref.experiments import budget as B
+from dlrt_ref.experiments import executors as E
+from dlrt_ref.experiments import fc_tau_sweep, load
+from dlrt_ref.experiments import runs as R
+
+TINY = ["--only", "fc_tau_sweep", "--epochs", "1", "--subset", "160"]
+TIMING = {"seconds", "ms_per_step"}  # wall times: the only fields that differ between two runs of one spec
+
+
+def strip(o):
+    if isinstance(o, dict):
+        return {k: strip(v) for k, v in o.items() if k not in TIMING}
+    if isinstance(o, list):
+        return [strip(v) for v in o]
+    return o
+
+
+def tiny_specs(name="fc_tau_sweep", **over):
+    mod = load(name)
+    cfg = B.resolve(mod, B.Budget("quick", **{"epochs": 1, "subset": 160, **over}))
+    return mod, cfg, mod.specs(cfg, "numpy")
+
+
+def figures(out, *extra):
+    assert main(["figures", *TINY, "--out", str(out), "--quiet", *extra]) == 0
+    return json.loads((out / "data" / "fc_tau_sweep.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def serial_json(tmp_path_factory):
+    return figures(tmp_path_factory.mktemp("serial"), "--no-cache")
+
+
+def test_jobs_and_dask_give_the_serial_json(serial_json, tmp_path):
+    """Same data (bit for bit, the wall times aside) serially, in 2 processes and on a LocalCluster of 2 workers."""
+    ref = strip(serial_json["data"])
+    assert serial_json["sweep"] == {"runs": 8, "failed": [], "executor": "serial"}
+    jobs = figures(tmp_path / "jobs", "--jobs", "2")
+    assert jobs["sweep"]["executor"] == "2 local processes"
+    assert json.dumps(strip(jobs["data"])) == json.dumps(ref)  # same values, same key order
+    pytest.importorskip("dask.distributed")
+    dask = figures(tmp_path / "dask", "--dask", "local:2")
+    assert dask["sweep"]["executor"] == "dask LocalCluster of 2 worker processes"
+    assert json.dumps(strip(dask["data"])) == json.dumps(ref)
+
+
+def test_results_come_back_in_spec_order():
+    _, _, specs = tiny_specs()
+    results, failures = R.sweep(specs, E.ProcessExecutor(2), progress=False)
+    assert not failures and list(results) == [s.key for s in specs]
+
+
+def test_workers_use_one_blas_thread(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    ex = E.ProcessExecutor(1)
+    try:
+        got = [ex.pool.submit(os.getenv, v).result(timeout=60) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")]
+    finally:
+        ex.close()
+    assert got == ["1", "1"]
+
+
+def test_killed_worker_mid_sweep_the_sweep_finishes_and_a_rerun_uses_the_cache(tmp_path):
+    mod, cfg, specs = tiny_specs(epochs=2, subset=320)
+    ref = strip(mod.assemble(cfg, R.sweep(specs, progress=False)[0]))
+    cache, ex, box = R.RunCache(tmp_path / ".runs"), E.ProcessExecutor(2), {}
+    th = threading.Thread(target=lambda: box.update(out=R.sweep(specs, ex, cache, progress=False)))
+    th.start()
+    deadline = time.time() + 120
+    while not list((tmp_path / ".runs").glob("*.json")) and time.time() < deadline:
+        time.sleep(0.02)
+    done_at_kill = len(list((tmp_path / ".runs").glob("*.json")))
+    victim = next(iter(ex.pool._processes))  # one worker process of the pool
+    os.kill(victim, signal.SIGKILL)
+    th.join(timeout=180)
+    ex.close()
+    assert 1 <= done_at_kill < len(specs), "the kill must land mid-sweep"
+    results, failures = box["out"]
+    assert not failures and json.dumps(strip(mod.assemble(cfg, results))) == json.dumps(ref)
+    calls = []
+
+    class Counting(R.SerialExecutor):
+        def map(self, c):
+            calls.extend(c)
+            return super().map(c)
+
+    again, failures = R.sweep(specs, Counting(), cache, progress=False)
+    assert not failures and calls == [] and again == results  # everything from the cache, same values
+
+
+def test_corrupted_cache_entry_is_detected_and_recomputed(tmp_path):
+    mod, cfg, specs = tiny_specs()
+    specs = specs[:3]
+    log = []
+    cache = R.RunCache(tmp_path, log.append)
+    first, _ = R.sweep(specs, None, cache, progress=False)
+    entries = {json.loads(p.read_text())["spec"]["key"]: p for p in tmp_path.glob("*.json")}
+    assert set(entries) == {s.key for s in specs}
+    # a plausible but wrong number in one entry (valid JSON), and a truncated file in another
+    e = json.loads(entries[specs[1].key].read_text())
+    e["result"]["test_acc_best"] = 0.999
+    entries[specs[1].key].write_text(json.dumps(e))
+    entries[specs[2].key].write_text(entries[specs[2].key].read_text()[:50])
+    calls = []
+
+    class Counting(R.SerialExecutor):
+        def map(self, c):
+            calls.extend(s.key for s, _, _ in c)
+            return super().map(c)
+
+    again, failures = R.sweep(specs, Counting(), cache, progress=False)
+    assert not failures and calls == [specs[1].key, specs[2].key]
+    assert again[specs[1].key]["test_acc_best"] != 0.999
+    assert strip(again) == strip(first)
+    assert len(log) == 2 and all("corrupted" in line for line in log)
+
+
+def test_cache_key_covers_the_whole_spec():
+    """Specs that differ only in their seed (or any other config entry) never share a cache entry."""
+    for name, over in (("acc_vs_cr", {"seeds": 2}), ("lenet_tau", {"seeds": 2})):
+        _, _, specs = tiny_specs(name, **over)
+        cache = R.RunCache("unused")
+        digests = {cache.digest(s) for s in specs}
+        configs = {R.canonical(s.config) for s in specs}  # lenet_tau's long runs can equal grid runs: one entry
+        assert len(configs) > len({R.canonical({k: v for k, v in s.config.items() if k != "seed"}) for s in specs})
+        assert len(digests) == len(configs), name
+    s = specs[0]
+    assert cache.digest(s) != cache.digest(s, data_folder="/elsewhere")
+
+
+def test_a_failing_run_is_reported_the_others_go_on(tmp_path, monkeypatch, capsys):
+    real = fc_tau_sweep.run_one
+
+    def flaky(c, tag, **kw):
+        if c["d"] == 64 and c["tau"] == 0.11:
+            raise FloatingPointError("boom")
+        return real(c, tag, **kw)
+
+    monkeypatch.setattr(fc_tau_sweep, "run_one", flaky)
+    assert main(["figures", *TINY, "--out", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 8 run(s) failed (first: d=64 tau=0.11: FloatingPointError: boom)" in err
+    part = json.loads((tmp_path / "data" / "fc_tau_sweep.partial.json").read_text())
+    assert part["partial"] is True and [f["key"] for f in part["sweep"]["failed"]] == ["d=64 tau=0.11"]
+    assert part["sweep"]["failed"][0]["spec"]["config"]["tau"] == 0.11 and len(part["completed"]) == 7
+    assert not (tmp_path / "fc_tau_sweep.png").exists() and not (tmp_path / "data" / "fc_tau_sweep.json").exists()
+    monkeypatch.setattr(fc_tau_sweep, "run_one", real)  # the rerun computes the failed run only, then draws
+    assert main(["figures", *TINY, "--out", str(tmp_path), "--quiet"]) == 0
+    assert capsys.readouterr().err.count("from the cache") == 7
+    assert (tmp_path / "fc_tau_sweep.png").exists() and not (tmp_path / "data" / "fc_tau_sweep.partial.json").exists()
+
+
+def test_dependencies_run_after_what_they_need_and_fail_with_it():
+    order = []
+
+    class Recording(R.SerialExecutor):
+        def map(self, c):
+            for i, (s, _, deps) in enumerate(c):
+                order.append((s.key, sorted(deps or {})))
+                yield i, {"v": 1}, (None if s.key != "a" else "ValueError: x"), 0.0
+
+    a, b, c = R.RunSpec("x", "a", {}), R.RunSpec("x", "b", {}), R.RunSpec("x", "c", {}, deps=("b",))
+    results, failures = R.sweep([c, b, a], Recording(), progress=False)
+    assert order == [("b", []), ("a", []), ("c", ["b"])] and list(results) == ["c", "b"]
+    d = R.RunSpec("x", "d", {}, deps=("a",))
+    _, failures = R.sweep([a, d], Recording(), progress=False)
+    assert [(f["key"], f["error"]) for f in failures] == [("a", "ValueError: x"), ("d", "dependency failed: a")]
+    with pytest.raises(ValueError, match="depends on 'zz'"):
+        R.sweep([R.RunSpec("x", "e", {}, deps=("zz",))], progress=False)
+
+
+def test_dask_missing_is_one_line_naming_the_extra(monkeypatch, capsys):
+    monkeypatch.setitem(__import__("sys").modules, "dask.distributed", None)
+    with pytest.raises(UsageError, match=r"pip install \.\[cluster\]"):
+        E.make_executor(dask="local:2")
+    assert main(["figures", *TINY, "--dask", "local:2", "--plan"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install .[cluster]" in err[0]
+
+
+def test_gpu_for_worker():
+    assert [E.gpu_for_worker(i, 2) for i in range(5)] == [0, 1, 0, 1, 0]  # LocalCluster names 0, 1, ...
+    assert E.gpu_for_worker("gpu-3", 4) == 3 and E.gpu_for_worker("tcp://w-7", 4) == 3
+    assert E.gpu_for_worker("anything-5", 8, visible="5") == 0  # dask-cuda: the worker sees its own device only
+    assert E.gpu_for_worker(3, 4, visible="0,1,2,3") == 3
+    with pytest.raises(ValueError, match="n_devices"):
+        E.gpu_for_worker(0, 0)
+    with pytest.raises(ValueError, match="no number"):
+        E.gpu_for_worker("worker", 2)
+
+
+def test_jobs_note_for_experiments_not_split_into_runs(tmp_path, capsys):
+    assert main(["figures", "--only", "ode_rank_adaptive", "--jobs", "2", "--out", str(tmp_path), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "ode_rank_adaptive is not split into runs; it runs serially here" in err
