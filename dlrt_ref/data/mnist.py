@@ -27,15 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrt_ref.data.cifar import CIFAR10_CLASSES, load_cifar10
 from dlrt_ref.data.idx import DataError, default_cache_dir, download_files, file_digest, idx_bytes, read_idx
 from dlrt_ref.data.splits import Dataset, make_dataset, stratified_subset, train_val_split
 from dlrt_ref.data.synthetic import Teacher, teacher_student
 
 __all__ = [
-    "Dataset", "DataError", "read_idx", "load_mnist", "load_fashion_mnist", "load_cifar10",
+    "Dataset", "DataError", "read_idx", "load_mnist", "load_fashion_mnist",
     "download_mnist", "download_fashion_mnist", "stratified_subset", "train_val_split",
-    "check_mnist_facts", "teacher_student", "Teacher", "SHIPPED_DIR", "CIFAR10_CLASSES", "FASHION_CLASSES",
+    "check_mnist_facts", "teacher_student", "Teacher", "SHIPPED_DIR", "FASHION_CLASSES",
     "DATA_DIR_ENV", "data_dir", "set_data_dir", "mnist_folder", "fashion_folder",
 ]
 
