@@ -16,8 +16,8 @@ the results back in spec order), and ``close()``.
 GPUs (``--backend cupy``): on a cluster each worker uses its own GPU, one run at a time (one thread
 per worker). :func:`gpu_for_worker` picks the device of a worker from its name or from
 ``CUDA_VISIBLE_DEVICES`` (dask-cuda's ``LocalCUDACluster`` sets that, one device per worker);
-:class:`GpuPlugin` records it when the worker starts, and :func:`on_gpu` makes it the current CuPy device
-for each run.
+:func:`on_gpu` makes it the current CuPy device around each run. Start GPU workers as
+``dask worker ADDRESS --nworkers N --nthreads 1 --name gpu`` (named gpu-0 … gpu-(N−1)) or with dask-cuda.
 """
 from __future__ import annotations
 
@@ -33,11 +33,10 @@ from dlrt_ref.errors import UsageError
 from dlrt_ref.experiments.runs import SerialExecutor, execute, timed
 from dlrt_ref.threads import apply_threads
 
-__all__ = ["SerialExecutor", "ProcessExecutor", "DaskExecutor", "make_executor", "gpu_for_worker", "GpuPlugin",
-           "on_gpu", "DASK_MISSING"]
+__all__ = ["SerialExecutor", "ProcessExecutor", "DaskExecutor", "make_executor", "gpu_for_worker", "on_gpu",
+           "DASK_MISSING"]
 
 DASK_MISSING = "--dask needs dask.distributed, which is not installed: pip install .[cluster]"
-GPU_VAR = "DLRT_REF_GPU"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -116,8 +115,6 @@ class DaskExecutor:
                 raise UsageError(f"--dask {address}: cannot reach the scheduler ({exc})") from None
             self.name = f"dask scheduler {address}"
         self.gpu = backend == "cupy"
-        if self.gpu:
-            self.client.register_plugin(GpuPlugin())
 
     def map(self, calls):
         dd = _import_dask()
@@ -164,23 +161,15 @@ def gpu_for_worker(name, n_devices: int, visible: str | None = None) -> int:
     return int(m.group(1)) % n_devices
 
 
-class GpuPlugin:
-    """A Dask worker plugin: on start, record :func:`gpu_for_worker`'s device in ``$DLRT_REF_GPU``; every run
-    of the worker then makes it the current CuPy device (:func:`on_gpu`; CuPy's device is per thread)."""
-
-    name = "dlrt-ref-gpu"
-
-    def setup(self, worker):
-        import cupy  # optional: only workers of a --backend cupy sweep load it
-        n = cupy.cuda.runtime.getDeviceCount()
-        os.environ[GPU_VAR] = str(gpu_for_worker(worker.name, n, os.environ.get("CUDA_VISIBLE_DEVICES")))
-
-    def teardown(self, worker):
-        pass
-
-
 def on_gpu(fn, *args):
-    """``fn(*args)`` with the worker's GPU (``$DLRT_REF_GPU``) as the current CuPy device."""
+    """``fn(*args)`` on a Dask worker with its own GPU (:func:`gpu_for_worker`) as the current CuPy device.
+
+    CuPy's current device is per thread, so it is set around each run, in the thread that executes it.
+    """
     import cupy  # optional: only --backend cupy sweeps on a cluster come here
-    with cupy.cuda.Device(int(os.environ.get(GPU_VAR, "0"))):
+    from dask.distributed import get_worker  # optional: we run on a Dask worker
+
+    device = gpu_for_worker(get_worker().name, cupy.cuda.runtime.getDeviceCount(),
+                            os.environ.get("CUDA_VISIBLE_DEVICES"))
+    with cupy.cuda.Device(device):
         return fn(*args)
