@@ -15,8 +15,9 @@ S-steps of bug and ksl stay the splitting of that one field. A new step draws
 a new mask. Without any ``begin_step`` call the step is 0, so repeated
 forwards are deterministic (which the gradient checks rely on).
 
-The mask is drawn on the host with NumPy and moved to the input's backend
-(one transfer of B·d bytes-per-entry per step and layer on CuPy).
+The mask is drawn on the host with NumPy (once per step and input shape, then
+cached) and copied to the input's backend at each forward (on CuPy, one
+host-to-device copy of the mask per pass and layer).
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ layer is the affine map with the running statistics,
 :math:`y = \gamma (x - \bar\mu)/\sqrt{\bar\sigma^2 + \epsilon} + \beta`, whose
 backward is :math:`\Delta\,\gamma/\sqrt{\bar\sigma^2+\epsilon}`.
 
-Running statistics (PyTorch's convention, which the thesis's code uses):
+Running statistics (the convention of PyTorch's BatchNorm; the thesis does not state its own):
 :math:`\bar\mu \leftarrow (1-m)\bar\mu + m\mu`, :math:`\bar\sigma^2 \leftarrow
 (1-m)\bar\sigma^2 + m\,\tfrac{N}{N-1}\sigma^2` with momentum m = 0.1. They are
 non-trainable and live in ``layer.state`` (saved in checkpoints, restored when
@@ -63,7 +63,8 @@ class _BatchNorm(Layer):
         self.state = {"running_mean": xp.zeros(self.channels, dtype=self.dtype),  # μ̄ (C,)
                       "running_var": xp.ones(self.channels, dtype=self.dtype)}  # σ̄² (C,)
         self.training = True
-        self._step, self._updated_at = None, None
+        self._step = None
+        self._updated = None  # (step, the state dict it produced): a restored state (a new dict) is updated again
 
     def begin_step(self, step: int) -> None:
         self._step = int(step)
@@ -89,11 +90,12 @@ class _BatchNorm(Layer):
         var = (xc * xc).mean(axis=self.AXES, keepdims=True)  # σ² (1, C, ...), biased
         inv = 1.0 / xp.sqrt(var + self.eps)  # 1/√(σ²+ε)
         xhat = xc * inv  # x̂
-        if self._step is None or self._step != self._updated_at:
+        if self._step is None or self._updated is None or self._updated[0] != self._step \
+                or self._updated[1] is not self.state:
             m = self.momentum
             self.state = {"running_mean": (1 - m) * self.state["running_mean"] + m * mu.reshape(-1),
                           "running_var": (1 - m) * self.state["running_var"] + m * var.reshape(-1) * (N / (N - 1))}
-            self._updated_at = self._step
+            self._updated = (self._step, self.state)
         self._cache = (xhat, inv, True)
         return gamma * xhat + beta  # y = γ x̂ + β
 

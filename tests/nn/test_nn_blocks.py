@@ -153,6 +153,9 @@ def test_failed_step_restores_running_statistics(rng):
     with pytest.raises(ValueError):
         tr.step(rng.standard_normal((5, 4)), np.array([0, 1, 2, 0, 7]))  # label 7 of 3 classes: the loss refuses
     assert all(net.layers[0].state[k] is before[k] for k in before)
+    x = rng.standard_normal((5, 4))
+    tr.step(x, np.array([0, 1, 2, 0, 1]))  # the retried step updates the restored statistics, once
+    np.testing.assert_allclose(net.layers[0].state["running_mean"], 0.1 * x.mean(axis=0), rtol=1e-12)
 
 
 def test_evaluate_runs_in_eval_mode_and_restores_training(rng):
