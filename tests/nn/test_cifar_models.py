@@ -79,3 +79,30 @@ def test_bad_arguments_are_one_line_errors(kw, match):
     for build in CIFAR_MODELS.values():
         with pytest.raises(ValueError, match=match):
             build(**kw)
+
+
+def test_fit_with_checkpoints_and_resume_on_a_synthetic_cifar_set(tmp_path):
+    """fit evaluates in eval mode and trains in training mode; a resumed run equals the uninterrupted one."""
+    from dlrt_ref.data.splits import Dataset
+    from dlrt_ref.train.loop import fit
+
+    g = np.random.default_rng(0)
+    x, y = g.random((24, 3, 32, 32)).astype(np.float32), g.integers(0, 10, 24)
+    data = Dataset(x[:16], y[:16], x[16:20], y[16:20], x[20:], y[20:], name="synthetic-cifar")
+
+    def run(epochs, out, resume=None):
+        net = resnet20(width=TINY, seed=3)
+        tr = DLRT(net, make_optimizer("sgd", 0.05), method="ra-bug", tau=0.1)
+        hist = fit(tr, data, epochs=epochs, batch_size=8, seed=1, log_every=0, out_dir=out, checkpoint_every=1,
+                   resume=resume)
+        return net, hist
+
+    full, h_full = run(2, tmp_path / "full")
+    assert full.training and all(l.training for l in full.flat_layers())
+    run(1, tmp_path / "half")
+    resumed, _ = run(2, tmp_path / "resumed", resume=tmp_path / "half" / "checkpoint.npz")
+    for a, b in zip(full.flat_layers(), resumed.flat_layers()):
+        for name in getattr(a, "state", {}):
+            np.testing.assert_array_equal(a.state[name], b.state[name])
+        if a.lowrank:
+            np.testing.assert_array_equal(a.to_dense(), b.to_dense())
