@@ -33,6 +33,7 @@ import numpy as np
 
 from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, run_serial
 from dlrt_ref.experiments.train_common import load_dataset, train_record
 from dlrt_ref.nn import lenet5
 from dlrt_ref.train.baselines import UVTrainer
@@ -64,31 +65,43 @@ PUBLISHED = {1: {"DLRT": {1: 81.0, 5: 95.1, 10: 96.9, 20: 97.81}, "UV": {1: 32.6
              10: {"DLRT": {1: 39.1, 5: 92.6, 10: 95.9, 20: 97.07}, "UV": {1: 16.0, 5: 35.9, 10: 60.3, 20: 86.24}}}
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
-    budget = as_budget(preset, backend)
-    backend = budget.backend
-
-    cfg = configure(PRESETS, KNOBS, budget)
-    out = {}
+def _arms(cfg) -> list:
+    """(key, decay, spectrum) of each arm: the decays, then the unit and the thesis spectra."""
     arms = [(str(d), d, None) for d in cfg["decays"]]
-    arms += [(UNIT_ARM, 1, "unit"), (THESIS_ARM, 1, "thesis")] if cfg["unit"] else []
+    return arms + ([(UNIT_ARM, 1, "unit"), (THESIS_ARM, 1, "thesis")] if cfg["unit"] else [])
+
+
+def specs(cfg, backend: str) -> list:
+    """One run per arm x method x seed."""
+    return [RunSpec(NAME, f"d={key} {method} s={seed}",
+                    dict(decay=d, spectrum=spectrum, method=method, seed=seed, epochs=cfg["epochs"],
+                         subset=cfg["subset"], test_subset=cfg["test_subset"], backend=backend))
+            for key, d, spectrum in _arms(cfg) for method in ("DLRT", "UV") for seed in cfg["seeds"]]
+
+
+def run_one(c: dict, tag: str) -> dict:
+    """One run: LeNet5 at rank RANK with the arm's initial spectrum, trained by fixed-rank DLRT or UV^T."""
+    seed, spectrum = c["seed"], c["spectrum"]
+    data = load_dataset("mnist", False, 0, seed, c["subset"], c["test_subset"])
+    net = lenet5(ranks=[RANK, RANK, RANK, None], seed=seed, decay=float(c["decay"]), backend=c["backend"])
+    if spectrum is not None:  # same U, V; S = I, or the thesis's sorted |N(0,1)| draws
+        rng = np.random.default_rng([seed, 2022])
+        for l in net.lowrank_layers():
+            s_k = (np.ones(l.rank) if spectrum == "unit"
+                   else np.sort(np.abs(rng.standard_normal(l.rank)))[::-1])
+            l.set_factors(l.U, l.backend.asarray(np.diag(s_k), l.dtype), l.V)
+    trainer = DLRT(net, SGD(LR), method="bug") if c["method"] == "DLRT" else UVTrainer(net, SGD(LR))
+    return train_record(trainer, data, c["epochs"], BATCH, seed, tag)
+
+
+def assemble(cfg, results: dict) -> dict:
+    """The figure's data from the runs' results by key."""
+    out = {}
+    arms = _arms(cfg)
     for key, d, spectrum in arms:
         out[key] = {}
         for method in ("DLRT", "UV"):
-            runs = []
-            for seed in cfg["seeds"]:
-                data = load_dataset("mnist", False, 0, seed, cfg["subset"], cfg["test_subset"])
-                net = lenet5(ranks=[RANK, RANK, RANK, None], seed=seed, decay=float(d), backend=backend)
-                if spectrum is not None:  # same U, V; S = I, or the thesis's sorted |N(0,1)| draws
-                    rng = np.random.default_rng([seed, 2022])
-                    for l in net.lowrank_layers():
-                        s_k = (np.ones(l.rank) if spectrum == "unit"
-                               else np.sort(np.abs(rng.standard_normal(l.rank)))[::-1])
-                        l.set_factors(l.U, l.backend.asarray(np.diag(s_k), l.dtype), l.V)
-                trainer = DLRT(net, SGD(LR), method="bug") if method == "DLRT" else UVTrainer(net, SGD(LR))
-                runs.append(train_record(trainer, data, cfg["epochs"], BATCH, seed,
-                                         f"{NAME} d={key} {method} s={seed}"))
+            runs = [results[f"d={key} {method} s={seed}"] for seed in cfg["seeds"]]
             acc = np.array([r["test_acc"] for r in runs], dtype=float)
             out[key][method] = {"test_acc_mean": acc.mean(0).tolist(), "test_acc_std": acc.std(0).tolist(),
                                 "runs": runs}
@@ -102,6 +115,15 @@ def run(preset="full", backend: str = "numpy") -> dict:
             "published_steps_per_epoch": STEPS_PER_PUBLISHED_EPOCH,
             "budget": f"{len(arms)} arms (decays {cfg['decays']}{' + unit and thesis spectra' if cfg['unit'] else ''}) x 2 methods x {len(cfg['seeds'])} seeds x {cfg['epochs']} "
                       f"epochs of {cfg['subset'] or 60000} images ({cfg['epochs'] * steps_per_epoch} steps)"}
+
+
+
+
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
+    budget = as_budget(preset, backend)
+    cfg = configure(PRESETS, KNOBS, budget)
+    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
 
 
 def plot(data: dict, out_dir):

@@ -20,12 +20,11 @@ reach). ``quick``: 784-32×4-10, 2 τ (+ 1 compat), 2 epochs on 2000 images.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
-from dlrt_ref.experiments.budget import as_budget, configure, run_done
+from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, run_serial
 from dlrt_ref.experiments.train_common import load_dataset, train_record
 from dlrt_ref.nn import mlp
 from dlrt_ref.train.dlrt import DLRT
@@ -57,42 +56,59 @@ PUBLISHED = {0.07: {1: [65, 63, 62, 62], 10: [49, 52, 55, 55], 250: [37, 40, 45,
              0.17: {250: [11, 15, 15, 16]}}
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
-    budget = as_budget(preset, backend)
-    backend = budget.backend
-
-    cfg = configure(PRESETS, KNOBS, budget)
-    d, seed = cfg["d"], cfg["seed"]
+def _widths(cfg):
+    d = cfg["d"]
     widths = [784, d, d, d, d, 10]
-    caps = [min(a, b) // 2 for a, b in zip(widths[:-2], widths[1:-1])]
-    data = load_dataset("mnist", True, cfg["validation"], seed, cfg["subset"], cfg["test_subset"])
+    return widths, [min(a, b) // 2 for a, b in zip(widths[:-2], widths[1:-1])]
 
-    runs = {}
+
+def specs(cfg, backend: str) -> list:
+    """One ra-bug run per tau, then one per tau of the 2022 codes' truncation."""
     jobs = [(t, False) for t in cfg["taus"]] + [(t, True) for t in cfg.get("compat_taus", [])]
-    for tau, compat in jobs:
-        net = mlp(widths, ranks=caps + [None], seed=seed, backend=backend)
-        trainer = DLRT(net, Adam(LR), method="ra-bug", tau=tau, compat_2022_truncation=compat)
-        key = f"{tau} compat-2022" if compat else str(tau)
-        t_run = time.perf_counter()
-        hist = fit(trainer, data, cfg["epochs"], BATCH, seed=seed, log_every=0,
-                   log=lambda line, k=key: print(f"[{NAME} tau={k}] {line}", flush=True))
-        run_done(f"tau={key}", time.perf_counter() - t_run)
-        steps = hist.steps
-        every = max(1, len(steps) // 400)  # keep <= ~400 step samples per run in the JSON
-        runs[key] = {
-            "epoch_ranks": [e["ranks"] for e in hist.epochs],
-            "epoch_test_acc": [e["test_acc"] for e in hist.epochs],
-            "epoch_cr_eval": [e["cr"]["cr_eval"] for e in hist.epochs],
-            "step": [s["step"] for s in steps[::every]],
-            "step_ranks": [s["ranks"] for s in steps[::every]],
-            "steps_per_epoch": len(steps) // max(1, len(hist.epochs)),
-        }
+    return [RunSpec(NAME, f"tau={tau} compat-2022" if compat else f"tau={tau}",
+                    dict(d=cfg["d"], tau=tau, compat=compat, seed=cfg["seed"], epochs=cfg["epochs"],
+                         subset=cfg["subset"], test_subset=cfg["test_subset"], validation=cfg["validation"],
+                         backend=backend))
+            for tau, compat in jobs]
+
+
+def run_one(c: dict, tag: str) -> dict:
+    """One ra-bug run of 784-d×4-10; ranks per epoch and (at most ~400 samples) per step."""
+    widths, caps = _widths(c)
+    seed = c["seed"]
+    data = load_dataset("mnist", True, c["validation"], seed, c["subset"], c["test_subset"])
+    net = mlp(widths, ranks=caps + [None], seed=seed, backend=c["backend"])
+    trainer = DLRT(net, Adam(LR), method="ra-bug", tau=c["tau"], compat_2022_truncation=c["compat"])
+    hist = fit(trainer, data, c["epochs"], BATCH, seed=seed, log_every=0,
+               log=lambda line: print(f"[{tag}] {line}", flush=True))
+    steps = hist.steps
+    every = max(1, len(steps) // 400)  # keep <= ~400 step samples per run in the JSON
+    return {
+        "epoch_ranks": [e["ranks"] for e in hist.epochs],
+        "epoch_test_acc": [e["test_acc"] for e in hist.epochs],
+        "epoch_cr_eval": [e["cr"]["cr_eval"] for e in hist.epochs],
+        "step": [s["step"] for s in steps[::every]],
+        "step_ranks": [s["ranks"] for s in steps[::every]],
+        "steps_per_epoch": len(steps) // max(1, len(hist.epochs)),
+    }
+
+
+def assemble(cfg, results: dict) -> dict:
+    """The figure's data from the runs' results by key (``"0.07"``, ``"0.07 compat-2022"``)."""
+    widths, caps = _widths(cfg)
+    runs = {s.key[len("tau="):]: results[s.key] for s in specs(cfg, "numpy")}
     return {"widths": widths, "start_ranks": caps, "lr": LR, "batch": BATCH, "epochs": cfg["epochs"],
-            "taus": cfg["taus"], "compat_taus": cfg.get("compat_taus", []), "seed": seed, "subset": cfg["subset"], "runs": runs,
+            "taus": cfg["taus"], "compat_taus": cfg.get("compat_taus", []), "seed": cfg["seed"], "subset": cfg["subset"], "runs": runs,
             "published": {str(t): {str(e): r for e, r in v.items()} for t, v in PUBLISHED.items()},
             "budget": f"{len(cfg['taus'])} tau x 1 seed x {cfg['epochs']} epochs, train {cfg['subset'] or '50k'}",
             "cr_definition": "eval"}
+
+
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
+    budget = as_budget(preset, backend)
+    cfg = configure(PRESETS, KNOBS, budget)
+    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
 
 
 def plot(data: dict, out_dir):

@@ -16,14 +16,13 @@ subset, 2 epochs.
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from dlrt_ref.data import load_mnist
-from dlrt_ref.experiments.budget import as_budget, configure, run_done
+from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, run_serial
 from dlrt_ref.nn import mlp
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.loop import fit
@@ -44,17 +43,26 @@ def count_runs(cfg) -> int:
 TAU, LR, BATCH = 0.1, 1e-3, 256
 
 
-def _train(cfg, seed, compat, backend):
-    widths = cfg["widths"]
+LABELS = (("correct", False), ("compat-2022", True))
+
+
+def specs(cfg, backend: str) -> list:
+    """One run per truncation (correct, the 2022 codes') x seed."""
+    return [RunSpec(NAME, f"{label} seed={seed}", dict(compat=compat, seed=seed, widths=cfg["widths"],
+                                                      epochs=cfg["epochs"], subset=cfg["subset"],
+                                                      test_subset=cfg["test_subset"], backend=backend))
+            for label, compat in LABELS for seed in cfg["seeds"]]
+
+
+def run_one(c: dict, tag: str) -> dict:
+    """One ra-bug run of the MLP with the correct or the 2022 truncation; per-step loss and ranks."""
+    widths, seed = c["widths"], c["seed"]
     ranks = [min(n_in, n_out) // 2 for n_in, n_out in zip(widths[:-2], widths[1:-1])] + [None]
-    net = mlp(widths, ranks=ranks, seed=seed, backend=backend)
-    trainer = DLRT(net, Adam(LR), method="ra-bug", tau=TAU, compat_2022_truncation=compat, ortho="cholqr2")
-    data = load_mnist(seed=seed, subset=cfg["subset"], test_subset=cfg["test_subset"])
-    label = "compat-2022" if compat else "correct"
-    t_run = time.perf_counter()
-    hist = fit(trainer, data, cfg["epochs"], BATCH, seed=seed, log_every=100,
-               log=lambda line: print(f"[{NAME} {label} seed {seed}] {line}", flush=True))
-    run_done(f"{label} seed={seed}", time.perf_counter() - t_run)
+    net = mlp(widths, ranks=ranks, seed=seed, backend=c["backend"])
+    trainer = DLRT(net, Adam(LR), method="ra-bug", tau=TAU, compat_2022_truncation=c["compat"], ortho="cholqr2")
+    data = load_mnist(seed=seed, subset=c["subset"], test_subset=c["test_subset"])
+    hist = fit(trainer, data, c["epochs"], BATCH, seed=seed, log_every=100,
+               log=lambda line: print(f"[{tag}] {line}", flush=True))
     return {
         "step_loss": [s["loss"] for s in hist.steps],
         "step_ranks": [s["ranks"] for s in hist.steps],
@@ -64,16 +72,19 @@ def _train(cfg, seed, compat, backend):
     }
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
-    budget = as_budget(preset, backend)
-    backend = budget.backend
-    cfg = configure(PRESETS, KNOBS, budget)
-    runs = {label: [_train(cfg, s, compat, backend) for s in cfg["seeds"]]
-            for label, compat in (("correct", False), ("compat-2022", True))}
+def assemble(cfg, results: dict) -> dict:
+    """The figure's data from the runs' results by key."""
+    runs = {label: [results[f"{label} seed={s}"] for s in cfg["seeds"]] for label, _ in LABELS}
     return {"widths": cfg["widths"], "tau": TAU, "optimizer": "adam", "lr": LR, "batch": BATCH,
             "epochs": cfg["epochs"], "subset": cfg["subset"], "seeds": cfg["seeds"], "runs": runs,
             "cr_definition": "eval"}
+
+
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
+    budget = as_budget(preset, backend)
+    cfg = configure(PRESETS, KNOBS, budget)
+    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
 
 
 def plot(data: dict, out_dir):
