@@ -55,6 +55,15 @@ def test_jobs_and_dask_give_the_serial_json(serial_json, tmp_path):
     assert json.dumps(strip(dask["data"])) == json.dumps(ref)
 
 
+def test_dask_scheduler_address(serial_json, tmp_path):
+    """``--dask ADDRESS``: a running scheduler (here a LocalCluster started by the test, reached by its address)."""
+    dd = pytest.importorskip("dask.distributed")
+    with dd.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        rec = figures(tmp_path, "--dask", cluster.scheduler_address)
+    assert rec["sweep"]["executor"] == f"dask scheduler {cluster.scheduler_address}"
+    assert json.dumps(strip(rec["data"])) == json.dumps(strip(serial_json["data"]))
+
+
 def test_results_come_back_in_spec_order():
     _, _, specs = tiny_specs()
     results, failures = R.sweep(specs, E.ProcessExecutor(2), progress=False)
