@@ -11,7 +11,11 @@ Which layers are low-rank (``lowrank``):
   VGG variant);
 * ``"all"`` — every convolution too (the thesis's second variant; 1×1 projections
   of ResNet20 included);
-* ``"none"`` — a dense network (the baseline).
+* ``"none"`` — a dense network (the baseline);
+* a sequence of booleans, one per hidden weight layer (convolutions and hidden
+  fc layers in forward order; the shortcut projections of ResNet20 after the
+  second convolution of their block), to choose layer by layer. ``*_WEIGHT_LAYERS``
+  gives their number per model (VGG16 15, AlexNet 7, ResNet20 21, LeNet5 3).
 
 The output layer is always dense, as in the thesis's LeNet5 τ table (classifier
 dense). A low-rank layer with an m×n weight starts at rank ``min(rank, ⌊min(m, n)/2⌋)``
@@ -38,20 +42,34 @@ from dlrt_ref.nn.network import Sequential, activation_layer
 from dlrt_ref.nn.norm import BatchNorm2d
 from dlrt_ref.nn.residual import Residual
 
-__all__ = ["vgg16", "alexnet", "resnet20", "lenet5_cifar", "CIFAR_MODELS", "LOWRANK_CHOICES", "VGG16_CONVS"]
+__all__ = ["vgg16", "alexnet", "resnet20", "lenet5_cifar", "CIFAR_MODELS", "LOWRANK_CHOICES", "VGG16_CONVS",
+           "WEIGHT_LAYERS"]
 
 LOWRANK_CHOICES = ("fc", "all", "none")
 
 #: VGG16's 13 convolutions (configuration D of Simonyan & Zisserman 2015); "M" is a 2×2 max pooling
 VGG16_CONVS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
+#: hidden weight layers (convolutions, projections, hidden fc layers; not the output layer) per model
+WEIGHT_LAYERS = {"vgg16": 15, "alexnet": 7, "resnet20": 21, "lenet5_cifar": 3}
+
 
 class _Builder:
     """The shared choices of a model: dtype/backend, one seeded generator, which layers are low-rank, widths."""
 
     def __init__(self, name, lowrank, rank, width, activation, backend, dtype, seed, decay, spectrum):
-        if lowrank not in LOWRANK_CHOICES:
-            raise ValueError(f"{name}: lowrank must be one of {LOWRANK_CHOICES}, got {lowrank!r}")
+        if isinstance(lowrank, str):
+            if lowrank not in LOWRANK_CHOICES:
+                raise ValueError(f"{name}: lowrank must be one of {LOWRANK_CHOICES} or one bool per weight layer, "
+                                 f"got {lowrank!r}")
+        else:
+            flags = list(lowrank) if isinstance(lowrank, (list, tuple)) else None
+            if flags is None or not all(isinstance(f, (bool, np.bool_)) for f in flags) \
+                    or len(flags) != WEIGHT_LAYERS[name]:
+                raise ValueError(f"{name}: lowrank must be one of {LOWRANK_CHOICES} or {WEIGHT_LAYERS[name]} bools "
+                                 f"(one per hidden weight layer), got {lowrank!r}")
+            lowrank = [bool(f) for f in flags]
+        self.name, self.n_weight = name, 0
         if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
             raise ValueError(f"{name}: width must be a number > 0, got {width!r}")
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1):
@@ -69,15 +87,22 @@ class _Builder:
         cap = max(1, min(m, n) // 2)
         return cap if self.rank is None else min(int(self.rank), cap)
 
+    def _pick(self, kind: str) -> bool:
+        """Whether the next hidden weight layer (a ``kind`` = "conv" or "fc") is low-rank."""
+        i, self.n_weight = self.n_weight, self.n_weight + 1
+        if not isinstance(self.lowrank, str):
+            return self.lowrank[i]
+        return self.lowrank == "all" or (self.lowrank == "fc" and kind == "fc")
+
     def conv(self, c_in, c_out, k, stride=1, padding=0):
-        if self.lowrank == "all":
+        if self._pick("conv"):
             return LowRankConv2d(c_in, c_out, k, self._r(c_out, c_in * k * k), stride, padding, activation=self.act,
                                  seed=self.rng, **self.lr_kw, **self.kw)
         return Conv2d(c_in, c_out, k, stride, padding, activation=self.act, seed=self.rng, **self.kw)
 
     def fc(self, n_in, n_out):
         """A hidden fully connected layer: low-rank unless ``lowrank == "none"``."""
-        if self.lowrank in ("fc", "all"):
+        if self._pick("fc"):
             return LowRankLinear(n_in, n_out, self._r(n_out, n_in), activation=self.act, seed=self.rng, **self.lr_kw,
                                  **self.kw)
         return Dense(n_in, n_out, activation=self.act, seed=self.rng, **self.kw)

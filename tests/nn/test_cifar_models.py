@@ -5,7 +5,7 @@ import pytest
 
 from dlrt_ref.nn import BatchNorm2d, Conv2d, Dense, Dropout, LowRankConv2d, LowRankLinear, SoftmaxCrossEntropy
 from dlrt_ref.nn import gradcheck as gc
-from dlrt_ref.nn.cifar_models import CIFAR_MODELS, alexnet, lenet5_cifar, resnet20, vgg16
+from dlrt_ref.nn.cifar_models import CIFAR_MODELS, WEIGHT_LAYERS, alexnet, lenet5_cifar, resnet20, vgg16
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.optim import make_optimizer
 
@@ -71,6 +71,20 @@ def test_full_width_shapes_and_parameter_counts():
     ranks = [l.rank for l in alexnet(rank=10).lowrank_layers()]
     assert ranks == [10, 10]
     assert [l.rank for l in lenet5_cifar().lowrank_layers()] == [10, 25, 250]  # ⌊min(m, n)/2⌋
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR_MODELS))
+def test_lowrank_chosen_layer_by_layer(name):
+    build = CIFAR_MODELS[name]
+    n = WEIGHT_LAYERS[name]
+    assert len(build(lowrank="all", width=TINY).lowrank_layers()) == n
+    flags = [i % 2 == 1 for i in range(n)]
+    net, ref = build(lowrank=flags, width=TINY), build(lowrank="all", width=TINY)
+    weights = [l for l in net.flat_layers() if l.lowrank or "W" in l.params][:-1]  # without the output layer
+    assert [l.lowrank for l in weights] == flags
+    assert [l.shape for l in weights] == [l.shape for l in ref.lowrank_layers()]  # the same layers, in that order
+    with pytest.raises(ValueError, match=f"{n} bools"):
+        build(lowrank=flags[:-1])
 
 
 @pytest.mark.parametrize("kw, match", [(dict(lowrank="some"), "lowrank"), (dict(width=0), "width"),
