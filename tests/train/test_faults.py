@@ -123,14 +123,22 @@ def test_sigint_one_line_exit_130(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "dlrt_ref", "train", "--widths", "784,16,10", "--subset", "1000", "--test-subset",
            "100", "--batch-size", "50", "--epochs", "1000", "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    # the child gets the default Ctrl-C disposition whatever the test runner's is (an ignored SIGINT is inherited)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "checkpoint.npz").exists():
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1]
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # report what the child did instead of only the timeout
+        proc.kill()
+        _, err = proc.communicate()
+        status = (out / "results.json").read_text()[:300] if (out / "results.json").exists() else "no results.json"
+        pytest.fail(f"no exit within 120 s of SIGINT; stderr: {err[-600:]!r}; results: {status}")
     assert proc.returncode == 130, err
     lines = err.splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
