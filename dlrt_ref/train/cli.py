@@ -38,10 +38,13 @@ import numpy as np
 from dlrt_ref.backend import available_backends
 from dlrt_ref.data import DATA_DIR_ENV, MNIST_FACTS, fashion_folder, load_mnist, mnist_folder
 from dlrt_ref.data import data_dir as env_data_dir
+from dlrt_ref.data import set_data_dir
+from dlrt_ref.data.cifar import find_cifar, load_cifar10, load_cifar100
 from dlrt_ref.data.splits import validation_size
 from dlrt_ref.errors import CommandError, UsageError
 from dlrt_ref.integrators import ADAPTIVE
 from dlrt_ref.nn import lenet5, mlp
+from dlrt_ref.nn.cifar_models import CIFAR_MODELS
 from dlrt_ref.nn.network import LENET5_SHAPES
 from dlrt_ref.threads import threads_info
 from dlrt_ref.train import console
@@ -54,6 +57,7 @@ from dlrt_ref.train.optim import make_optimizer
 # The one place for tuning defaults (the lead tunes these).
 DEFAULTS = {
     "model": "mlp",
+    "dataset": "mnist",  # cifar10/cifar100 for the CIFAR models (not shipped: --data-dir)
     "widths": {"mlp": "784,500,500,500,500,10"},
     "method": "ra-bug",
     "optimizer": "adam",
@@ -78,11 +82,16 @@ DEFAULTS = {
 }
 MNIST_SIZES = {"train": MNIST_FACTS["n_train"], "test": MNIST_FACTS["n_test"]}
 
-MODELS = ("mlp", "lenet5")
+# the CIFAR networks of Zangrando 2022 (dlrt_ref.nn.cifar_models): command-line name -> builder name
+CIFAR_CLI_MODELS = {"vgg16": "vgg16", "alexnet": "alexnet", "resnet20": "resnet20", "lenet5-cifar": "lenet5_cifar"}
+MODELS = ("mlp", "lenet5") + tuple(CIFAR_CLI_MODELS)
+DATASETS = ("mnist", "cifar10", "cifar100")
+DATASET_SIZES = {"mnist": MNIST_SIZES, "cifar10": {"train": 50000, "test": 10000},
+                 "cifar100": {"train": 50000, "test": 10000}}
 METHODS = ("dense", "ra-bug", "bug", "ksl", "parallel", "uv")
 ADAPTIVE_METHODS = tuple(m for m in METHODS if m in ADAPTIVE)  # ("ra-bug", "parallel"): the rank-adaptive integrators
 # options that define a run; with --resume they come from the checkpoint
-RUN_OPTIONS = ("model", "widths", "method", "tau", "rank", "r_min", "r_max", "optimizer", "lr", "batch_size",
+RUN_OPTIONS = ("model", "dataset", "widths", "method", "tau", "rank", "r_min", "r_max", "optimizer", "lr", "batch_size",
                "backend", "dtype", "seed", "subset", "test_subset", "validation", "compat_2022_truncation", "ortho",
                "dense_last", "init_spectrum", "state_policy", "tol_rule", "theta")
 
@@ -91,6 +100,8 @@ def add_arguments(p) -> None:
     """Options of ``train`` (defaults None: filled from :data:`DEFAULTS` in :func:`resolve`)."""
     a = p.add_argument
     a("--model", choices=MODELS, help=f"network (default {DEFAULTS['model']})")
+    a("--dataset", choices=DATASETS, help="mnist for mlp/lenet5 (default); cifar10 or cifar100 for the CIFAR models "
+      "(not shipped: the archive or extracted folder in --data-dir)")
     a("--widths", help=f"MLP widths, comma separated (default {DEFAULTS['widths']['mlp']})")
     a("--method", choices=METHODS, help=f"training method (default {DEFAULTS['method']})")
     a("--tau", type=float, help=f"relative truncation tolerance, ra-bug/parallel (default {DEFAULTS['tau']})")
@@ -190,6 +201,7 @@ def resolve(args) -> dict:
         saved.setdefault("state_policy", "transport-shared-t")  # and one Adam step count per factor
         saved.setdefault("tol_rule", "relative")  # and the relative tolerance
         saved.setdefault("theta", None)
+        saved.setdefault("dataset", "mnist")  # checkpoints from before --dataset trained on MNIST
         for k, v in given.items():
             if v != saved.get(k):
                 raise UsageError(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {saved.get(k)}; "
@@ -197,6 +209,8 @@ def resolve(args) -> dict:
         run = dict(saved)
     else:
         run = {k: given.get(k) for k in RUN_OPTIONS}
+        if run["dataset"] is None:
+            run["dataset"] = "cifar10" if run["model"] in CIFAR_CLI_MODELS else DEFAULTS["dataset"]
         for k in ("model", "method", "optimizer", "ortho", "lr", "batch_size", "backend", "dtype", "seed", "validation",
                   "r_min", "init_spectrum", "state_policy", "tol_rule"):
             if run[k] is None:
@@ -213,8 +227,11 @@ def resolve(args) -> dict:
 
 
 def _check(run) -> None:
-    if run["model"] == "lenet5" and run["widths"] is not None:
+    if run["model"] != "mlp" and run["widths"] is not None:
         raise UsageError("--widths is for --model mlp")
+    if (run["model"] in CIFAR_CLI_MODELS) != (run["dataset"] != "mnist"):
+        raise UsageError(f"--model {run['model']} does not fit --dataset {run['dataset']}: mlp/lenet5 train on mnist, "
+                         f"{'/'.join(CIFAR_CLI_MODELS)} on cifar10/cifar100")
     if run["model"] == "mlp":
         _parse_widths(run["widths"])
     _parse_validation(run["validation"])
@@ -246,17 +263,18 @@ def _check(run) -> None:
 
 
 def _check_sizes(run) -> None:
-    """--validation, --subset and --test-subset against MNIST's sizes, before any data is loaded."""
-    n_train, n_test = MNIST_SIZES["train"], MNIST_SIZES["test"]
+    """--validation, --subset and --test-subset against the data set's sizes, before any data is loaded."""
+    sizes = DATASET_SIZES[run.get("dataset", "mnist")]
+    n_train, n_test = sizes["train"], sizes["test"]
     k = validation_count(run)
     if k >= n_train:
-        raise UsageError(f"--validation {run['validation']} leaves no training images (MNIST has {n_train}); "
+        raise UsageError(f"--validation {run['validation']} leaves no training images ({n_train} in all); "
                      f"use at most {n_train - 1}")
     if run["subset"] is not None and run["subset"] > n_train - k:
         raise UsageError(f"--subset {run['subset']} is larger than the {n_train - k} training images left after "
                      f"--validation {run['validation']}")
     if run["test_subset"] is not None and run["test_subset"] > n_test:
-        raise UsageError(f"--test-subset {run['test_subset']} is larger than the {n_test} MNIST test images")
+        raise UsageError(f"--test-subset {run['test_subset']} is larger than the {n_test} test images")
 
 
 def _layer_shapes(run) -> list:
@@ -268,6 +286,8 @@ def _layer_shapes(run) -> list:
 
 def initial_ranks(run) -> list:
     """Initial rank per weight layer (None: dense), from --rank / DEFAULTS, capped at min(m, n) (r_max when adaptive)."""
+    if run["model"] in CIFAR_CLI_MODELS:
+        return None  # chosen per layer by the builder (dlrt_ref.nn.cifar_models: rank, or r_max = min(m, n)/2)
     shapes = _layer_shapes(run)
     if run["method"] == "dense":
         return [None] * len(shapes)
@@ -292,7 +312,14 @@ def build_trainer(run):
     dtype = np.dtype(run["dtype"])
     ranks = initial_ranks(run)
     kw = dict(ranks=ranks, backend=run["backend"], dtype=dtype, seed=run["seed"], spectrum=run["init_spectrum"])
-    net = mlp(_parse_widths(run["widths"]), **kw) if run["model"] == "mlp" else lenet5(**kw)
+    if run["model"] in CIFAR_CLI_MODELS:
+        builder = CIFAR_MODELS[CIFAR_CLI_MODELS[run["model"]]]
+        # the builder's own low-rank choice (fc for VGG16/AlexNet, all for ResNet20/LeNet5); dense for --method dense
+        net = builder(classes=100 if run["dataset"] == "cifar100" else 10, rank=run["rank"], backend=run["backend"],
+                      dtype=dtype, seed=run["seed"], spectrum=run["init_spectrum"],
+                      **({"lowrank": "none"} if run["method"] == "dense" else {}))
+    else:
+        net = mlp(_parse_widths(run["widths"]), **kw) if run["model"] == "mlp" else lenet5(**kw)
     opt = make_optimizer(run["optimizer"], run["lr"], state_policy=run["state_policy"])
     if run["method"] == "dense":
         return dense_trainer(net, opt)
@@ -323,8 +350,28 @@ def mnist_path(data_dir):
     return folder
 
 
+def cifar_path(dataset, data_dir):
+    """The CIFAR archive or folder for ``--data-dir`` (or ``$DLRT_REF_DATA_DIR``, the cache).
+
+    Absent data: the loaders' one-line :class:`~dlrt_ref.data.idx.DataError` (exit 1) naming where to put it.
+    """
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UsageError(f"--data-dir {data_dir} is not a folder")
+    if data_dir is not None:
+        set_data_dir(data_dir)  # this process only: find_cifar and the error message look there
+    found = find_cifar(dataset)
+    if found is None:
+        {"cifar10": load_cifar10, "cifar100": load_cifar100}[dataset]()  # raises the one-line DataError
+    return found
+
+
 def load_data(run, path=None, test_only=False):
-    """The MNIST :class:`~dlrt_ref.data.splits.Dataset` of a run (``test_only``: a 10-image training split)."""
+    """The :class:`~dlrt_ref.data.splits.Dataset` of a run (``test_only``: a 10-image training split)."""
+    if run.get("dataset", "mnist") != "mnist":  # CIFAR: (N, 3, 32, 32), no augmentation here
+        loader = {"cifar10": load_cifar10, "cifar100": load_cifar100}[run["dataset"]]
+        return loader(path, flatten=False, dtype=np.dtype(run["dtype"]),
+                      validation=_parse_validation(run["validation"]), seed=run["seed"],
+                      subset=10 if test_only else run["subset"], test_subset=run["test_subset"])
     return load_mnist(flatten=run["model"] == "mlp", dtype=np.dtype(run["dtype"]),
                       validation=_parse_validation(run["validation"]), seed=run["seed"],
                       subset=10 if test_only else run["subset"], test_subset=run["test_subset"], path=path)
@@ -352,7 +399,7 @@ def run(args) -> int:
             raise UsageError(f"--resume {args.resume} has completed {done} epoch(s); --epochs is the new total and must "
                          f"be more than {done} (got {epochs})")
     console.check_out(args)
-    data_folder = mnist_path(args.data_dir)
+    data_folder = mnist_path(args.data_dir) if opts["dataset"] == "mnist" else cifar_path(opts["dataset"], args.data_dir)
     if args.resume:  # read every array now (exit 1 on a damaged file), before the data is loaded
         load_checkpoint(args.resume, build_trainer(opts))
     if args.out:

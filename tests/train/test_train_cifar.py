@@ -1,0 +1,73 @@
+"""``train --model vgg16|alexnet|resnet20|lenet5-cifar --dataset cifar10|cifar100`` (issue 17, part 4).
+
+CIFAR is not shipped: without it the command ends with exit 1 and one line naming where to put the data.
+With an extracted folder in the official format (written here, 6 images per batch file) LeNet5-CIFAR trains
+for one epoch through the command line.
+"""
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from dlrt_ref.cli import main
+from dlrt_ref.data import set_data_dir
+
+
+@pytest.fixture(autouse=True)
+def no_cifar_anywhere(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("DLRT_REF_CACHE", str(cache))  # a CIFAR copy in the user's cache must not be found
+    monkeypatch.delenv("DLRT_REF_DATA_DIR", raising=False)
+    yield
+    set_data_dir(None)  # cifar_path sets the process's data folder for --data-dir
+
+
+def _folder(root, n=6, seed=0):
+    """cifar-10-batches-py/ with the official member names and pickle layout, ``n`` images per file."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        d = {b"labels": rng.integers(0, 10, n).tolist(), b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(d, protocol=2))
+    return folder
+
+
+@pytest.mark.parametrize("model,dataset", [("resnet20", "cifar10"), ("vgg16", "cifar100")])
+def test_absent_cifar_is_one_line_naming_where_to_put_it(model, dataset, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["train", "--model", model, "--dataset", dataset, "--data-dir", str(empty), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    archive = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz"}[dataset]
+    assert archive in lines[0] and str(empty) in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--model", "lenet5", "--dataset", "cifar10"], "does not fit --dataset cifar10"),
+    (["--model", "resnet20", "--dataset", "mnist"], "does not fit --dataset mnist"),
+    (["--model", "vgg16", "--widths", "784,10"], "--widths is for --model mlp"),
+    (["--model", "alexnet", "--subset", "50001"], "--subset 50001 is larger"),
+])
+def test_bad_cifar_options_are_usage_errors(argv, fragment, capsys):
+    code = main(["train", *argv, "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and fragment in err, err
+
+
+def test_lenet5_cifar_trains_one_epoch_from_a_folder(tmp_path, capsys):
+    _folder(tmp_path / "data")
+    code = main(["train", "--model", "lenet5-cifar", "--data-dir", str(tmp_path / "data"), "--epochs", "1",
+                 "--batch-size", "10", "--optimizer", "sgd", "--lr", "0.01", "--quiet", "--json",
+                 "--out", str(tmp_path / "run")])
+    out = capsys.readouterr().out
+    assert code == 0
+    res = json.loads(out)
+    assert res["config"]["run"]["dataset"] == "cifar10"  # the default data set of a CIFAR model
+    assert len(res["history"]) == 1 and res["history"][0]["ranks"]  # low-rank conv1, conv2, fc1
+    assert len(res["history"][0]["ranks"]) == 3
