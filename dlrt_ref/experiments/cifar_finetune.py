@@ -1,0 +1,130 @@
+"""S-only fine-tuning after DLRT on the CIFAR networks ([T] ch. 5, the fine-tuning table).
+
+Published ([T], ../shared/published_results.md): CIFAR-10; VGG16, AlexNet, LeNet5, ResNet20 trained 20
+epochs with ra-bug at θ = τ = 0.1, then 20 epochs with the bases U, V frozen and only the cores S (and the
+dense parameters) trained: VGG16 39.5 → 67.7 %, AlexNet 42.9 → 58.6, LeNet5 44.0 → 58.7, ResNet20 45.8 → 64.2.
+
+Ours: the networks of :mod:`dlrt_ref.nn.cifar_models` with their default low-rank layers (VGG16/AlexNet "fc",
+ResNet20/LeNet5 "all"), the mechanics of :mod:`dlrt_ref.experiments.finetune` (ra-bug at its ``TAU``, SGD at
+its ``LR`` and ``BATCH``, then :class:`~dlrt_ref.train.baselines.SOnlyTrainer` with a fresh SGD, and a control
+of as many further epochs of plain DLRT from a copy of the phase-1 network). Each run records how far the
+bases moved during the S-only phase (``basis_change``: max |ΔU|, |ΔV|; 0 when they are frozen). No
+augmentation (see :mod:`dlrt_ref.experiments.cifar_common`).
+
+Presets. ``quick``: **synthetic data in CIFAR format** (tests only, never a result), LeNet5-CIFAR and
+ResNet20 at width 1/8, 1 + 1 epochs on 200 images. ``full`` (chosen; needs CIFAR-10 and, in practice, a
+GPU): the four networks, 5 + 5 epochs, 2 seeds. ``paper``: [T]'s budget, 20 + 20 epochs, all 50k images,
+one seed. Without the CIFAR archives, ``full``/``paper`` stop with the one-line error naming where to put
+them; nothing has been run here with real CIFAR data.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from dlrt_ref.experiments.budget import as_budget, configure
+from dlrt_ref.experiments.cifar_common import SYNTHETIC_NOTE, build_model, load_data, require_data
+from dlrt_ref.experiments.finetune import BATCH, LR, PUBLISHED_CIFAR10, TAU
+from dlrt_ref.experiments.plotting import pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, run_serial
+from dlrt_ref.experiments.train_common import train_record
+from dlrt_ref.train.baselines import SOnlyTrainer
+from dlrt_ref.train.dlrt import DLRT
+from dlrt_ref.train.optim import SGD
+
+NAME = "cifar_finetune"
+MODELS = ["vgg16", "alexnet", "lenet5_cifar", "resnet20"]
+PUBLISHED_KEY = {"vgg16": "VGG16", "alexnet": "AlexNet", "lenet5_cifar": "LeNet5", "resnet20": "ResNet20"}
+PRESETS = {
+    "quick": dict(dataset="synthetic", models=["lenet5_cifar", "resnet20"], width=0.125, dlrt_epochs=1,
+                  sonly_epochs=1, seeds=[0], subset=None, test_subset=None),
+    "full": dict(dataset="cifar10", models=MODELS, width=1.0, dlrt_epochs=5, sonly_epochs=5, seeds=[0, 1],
+                 subset=None, test_subset=None),
+    # [T] fine-tuning table / published_results.md: 20 epochs DLRT (τ = 0.1), then 20 S-only, CIFAR-10
+    "paper": dict(dataset="cifar10", models=MODELS, width=1.0, dlrt_epochs=20, sonly_epochs=20, seeds=[0],
+                  subset=None, test_subset=None),
+}
+KNOBS = {"epochs": ["dlrt_epochs", "sonly_epochs"], "seeds": ["seeds"], "subset": ["subset"]}
+KNOBS_NOTE = "fixed tau = 0.1 as in [T]"
+
+
+def count_runs(cfg) -> int:
+    """One run (DLRT, S-only, control) per model x seed."""
+    return len(cfg["models"]) * len(cfg["seeds"])
+
+
+def specs(cfg, backend: str) -> list:
+    require_data(cfg["dataset"])  # the one-line DataError before any run starts
+    return [RunSpec(NAME, f"{m} seed={s}", dict(model=m, seed=s, backend=backend, **{
+        k: cfg[k] for k in ("dataset", "width", "dlrt_epochs", "sonly_epochs", "subset", "test_subset")}))
+        for m in cfg["models"] for s in cfg["seeds"]]
+
+
+def _bases(net):
+    return [(np.array(l.U, copy=True), np.array(l.V, copy=True)) for l in net.lowrank_layers()]
+
+
+def run_one(c: dict, tag: str) -> dict:
+    """DLRT (ra-bug, τ = TAU) for ``dlrt_epochs``, then S-only (and the DLRT control) for ``sonly_epochs``."""
+    seed = c["seed"]
+    data = load_data(c["dataset"], seed, c["subset"], c["test_subset"])
+    net = build_model(c["model"], c["dataset"], "fc" if c["model"] in ("vgg16", "alexnet") else "all", c["width"],
+                      seed, c["backend"])
+    phase1 = train_record(DLRT(net, SGD(LR), method="ra-bug", tau=TAU), data, c["dlrt_epochs"], BATCH, seed,
+                          tag + " dlrt")
+    control_net = net.copy()
+    before = _bases(net)
+    phase2 = train_record(SOnlyTrainer(net, SGD(LR)), data, c["sonly_epochs"], BATCH, seed + 1000, tag + " s-only")
+    change = max(float(np.max(np.abs(a - b))) for (U0, V0), (U1, V1) in zip(before, _bases(net))
+                 for a, b in ((U0, U1), (V0, V1)))
+    control = train_record(DLRT(control_net, SGD(LR), method="ra-bug", tau=TAU), data, c["sonly_epochs"], BATCH,
+                           seed + 1000, tag + " dlrt-control")
+    return {"dlrt": phase1, "s_only": phase2, "dlrt_control": control, "basis_change": change,
+            "test_acc_after_dlrt": phase1["test_acc"][-1], "test_acc_after_sonly": phase2["test_acc"][-1],
+            "test_acc_after_control": control["test_acc"][-1], "ranks": phase1["ranks"][-1],
+            "ranks_after_sonly": phase2["ranks"][-1], "cr_eval": phase1["cr"][-1]["cr_eval"]}
+
+
+def assemble(cfg, results: dict) -> dict:
+    rows = {}
+    for m in cfg["models"]:
+        runs = [results[f"{m} seed={s}"] for s in cfg["seeds"]]
+        rows[m] = {"after_dlrt": [r["test_acc_after_dlrt"] for r in runs],
+                   "after_sonly": [r["test_acc_after_sonly"] for r in runs],
+                   "after_control": [r["test_acc_after_control"] for r in runs], "runs": runs}
+    synthetic = cfg["dataset"] == "synthetic"
+    return {"dataset": cfg["dataset"], "synthetic": synthetic, "note": SYNTHETIC_NOTE if synthetic else
+            "real CIFAR data", "models": cfg["models"], "width": cfg["width"], "seeds": cfg["seeds"], "tau": TAU,
+            "optimizer": "sgd", "lr": LR, "batch": BATCH, "augmentation": None, "dlrt_epochs": cfg["dlrt_epochs"],
+            "sonly_epochs": cfg["sonly_epochs"], "subset": cfg["subset"], "results": rows,
+            "published_cifar10": {k: list(v) for k, v in PUBLISHED_CIFAR10.items()},
+            "budget": f"{len(cfg['models'])} models x {len(cfg['seeds'])} seeds x ({cfg['dlrt_epochs']} DLRT + "
+                      f"{cfg['sonly_epochs']} S-only + {cfg['sonly_epochs']} control) epochs on "
+                      f"{cfg['subset'] or 'all'} {cfg['dataset']} images, width {cfg['width']}"}
+
+
+def run(preset="full", backend: str = "numpy") -> dict:
+    """Run under ``preset`` (a name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
+    budget = as_budget(preset, backend)
+    cfg = configure(PRESETS, KNOBS, budget)
+    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
+
+
+def plot(data: dict, out_dir):
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    names = list(data["results"])
+    x = np.arange(len(names))
+    for off, key, label in ((-0.27, "after_dlrt", "after DLRT"), (0.0, "after_sonly", "after S-only"),
+                            (0.27, "after_control", "control: DLRT continued")):
+        ax.bar(x + off, [100 * np.mean(data["results"][m][key]) for m in names], 0.27, label=label)
+    pub = data["published_cifar10"]
+    for xi, m in zip(x, names):
+        if PUBLISHED_KEY.get(m) in pub and not data["synthetic"]:
+            ax.plot([xi - 0.27, xi], pub[PUBLISHED_KEY[m]], "kx", label="[T]" if xi == 0 else None)
+    ax.set_xticks(x, names)
+    title = f"S-only fine-tuning, {data['dataset']}"
+    if data["synthetic"]:
+        title += " — SYNTHETIC test data, not a result"
+    ax.set(ylabel="test accuracy [%]", ylim=(0, 100), title=title)
+    ax.legend(fontsize=8)
+    return save(fig, out_dir, NAME)
