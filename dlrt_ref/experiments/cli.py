@@ -31,6 +31,13 @@ An interrupted run (Ctrl-C, SIGKILL) therefore leaves the previous figure and
 JSON untouched, never a new JSON beside an old figure; a ``.partial`` folder
 left with its marker is finished (moved into place) by the next ``figures``
 run into the same folder, one without it is removed.
+
+Parallel sweeps (:mod:`dlrt_ref.experiments.runs`, :mod:`dlrt_ref.experiments.executors`): the experiments
+that declare ``specs``/``run_one``/``assemble`` execute their runs through ``--jobs N`` (local processes),
+``--dask ADDRESS`` or ``--dask local:N`` (Dask, optional extra ``cluster``), with the same JSON as a serial
+run; the others run serially, with a one-line note. Completed runs are cached in ``OUT/.runs/`` (checksummed;
+``--no-cache`` ignores it), so a rerun resumes. When runs fail, the experiment draws no figure and writes
+``OUT/data/NAME.partial.json`` (failed specs and errors, completed results); the command exits 1.
 """
 from __future__ import annotations
 
