@@ -1,4 +1,9 @@
-"""``python -m dlrt_ref train``: train an MLP or LeNet5 on MNIST with DLRT or a baseline.
+"""``python -m dlrt_ref train``: train an MLP or LeNet5 on MNIST, or a CIFAR network, with DLRT or a baseline.
+
+The CIFAR networks (``--model vgg16|alexnet|resnet20|lenet5-cifar``, :mod:`dlrt_ref.nn.cifar_models` with
+their default low-rank layers; ``--dataset cifar10`` (default for them) or ``cifar100``) need the CIFAR
+archive or folder in ``--data-dir`` / ``$DLRT_REF_DATA_DIR`` or the cache; without it the command ends
+with one line saying where to put it (exit 1). No augmentation here.
 
 Examples::
 

@@ -63,7 +63,9 @@ def run(args) -> int:
     opts.setdefault("init_spectrum", "halfnormal")
     if not args.as_trained:
         opts["test_subset"] = args.test_subset
-    folder = train_cli.mnist_path(args.data_dir)
+    dataset = opts.get("dataset", "mnist")  # checkpoints from before --dataset trained on MNIST
+    folder = (train_cli.mnist_path(args.data_dir) if dataset == "mnist"
+              else train_cli.cifar_path(dataset, args.data_dir))
     return _evaluate(path, manifest, opts, folder, args)
 
 

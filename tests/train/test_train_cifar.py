@@ -71,3 +71,15 @@ def test_lenet5_cifar_trains_one_epoch_from_a_folder(tmp_path, capsys):
     assert res["config"]["run"]["dataset"] == "cifar10"  # the default data set of a CIFAR model
     assert len(res["history"]) == 1 and res["history"][0]["ranks"]  # low-rank conv1, conv2, fc1
     assert len(res["history"][0]["ranks"]) == 3
+
+
+def test_evaluate_reads_a_cifar_checkpoint(tmp_path, capsys):
+    _folder(tmp_path / "data")
+    argv = ["--model", "lenet5-cifar", "--data-dir", str(tmp_path / "data")]
+    assert main(["train", *argv[:2], argv[2], argv[3], "--epochs", "1", "--batch-size", "10", "--quiet",
+                 "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run" / "checkpoint.npz"), "--data-dir", str(tmp_path / "data"),
+                 "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["test_images"] == 6 and len(res["ranks"]) == 3
