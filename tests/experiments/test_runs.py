@@ -65,8 +65,14 @@ def test_dask_scheduler_address(serial_json, tmp_path):
 
 
 def test_results_come_back_in_spec_order():
+    """Whatever order the runs finish in (here: reversed), the results are in spec order."""
     _, _, specs = tiny_specs()
-    results, failures = R.sweep(specs, E.ProcessExecutor(2), progress=False)
+
+    class Reversed(R.SerialExecutor):
+        def map(self, c):
+            return reversed(list(super().map(c)))
+
+    results, failures = R.sweep(specs, Reversed(), progress=False)
     assert not failures and list(results) == [s.key for s in specs]
 
 
