@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, run_serial
+from dlrt_ref.experiments.runs import RunSpec, serial_runner
 from dlrt_ref.experiments.train_common import load_dataset, mean_std, train_record
 from dlrt_ref.nn import lenet5
 from dlrt_ref.train.baselines import dense_trainer
@@ -98,11 +97,7 @@ def assemble(cfg, results: dict) -> dict:
                       f"on {cfg['subset'] or 'all 60000'} images"}
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
-    budget = as_budget(preset, backend)
-    cfg = configure(PRESETS, KNOBS, budget)
-    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
+run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially
 
 
 def plot(data: dict, out_dir):

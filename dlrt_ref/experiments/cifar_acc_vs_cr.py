@@ -20,10 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from dlrt_ref.experiments.acc_vs_cr import BATCH, CRS, LR
-from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.cifar_common import SYNTHETIC_NOTE, build_model, load_data, require_data
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, run_serial
+from dlrt_ref.experiments.runs import RunSpec, serial_runner
 from dlrt_ref.experiments.train_common import mean_std, train_record
 from dlrt_ref.train.baselines import dense_trainer
 from dlrt_ref.train.dlrt import DLRT
@@ -96,11 +95,7 @@ def assemble(cfg, results: dict) -> dict:
                       f"width {cfg['width']}"}
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
-    budget = as_budget(preset, backend)
-    cfg = configure(PRESETS, KNOBS, budget)
-    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
+run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially
 
 
 def plot(data: dict, out_dir):

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.cifar_common import SYNTHETIC_NOTE, build_model, load_data, require_data
 from dlrt_ref.experiments.finetune import BATCH, LR, PUBLISHED_CIFAR10, TAU
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, run_serial
+from dlrt_ref.experiments.runs import RunSpec, serial_runner
 from dlrt_ref.experiments.train_common import train_record
 from dlrt_ref.train.baselines import SOnlyTrainer
 from dlrt_ref.train.dlrt import DLRT
@@ -102,11 +101,7 @@ def assemble(cfg, results: dict) -> dict:
                       f"{cfg['subset'] or 'all'} {cfg['dataset']} images, width {cfg['width']}"}
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
-    budget = as_budget(preset, backend)
-    cfg = configure(PRESETS, KNOBS, budget)
-    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
+run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially
 
 
 def plot(data: dict, out_dir):

@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, run_serial
+from dlrt_ref.experiments.runs import RunSpec, serial_runner
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, mean_std, train_record
 from dlrt_ref.nn import lenet5
 from dlrt_ref.train.accounting import WeightShape, compression_rate
@@ -134,11 +133,7 @@ def assemble(cfg, results: dict) -> dict:
                                                          f"{lc['epochs']} epochs on {lc['subset'] or '55k'} images")}
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
-    budget = as_budget(preset, backend)
-    cfg = configure(PRESETS, KNOBS, budget)
-    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
+run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially
 
 
 def plot(data: dict, out_dir):

@@ -39,7 +39,7 @@ from dlrt_ref.experiments import budget as B
 from dlrt_ref.experiments import load
 from dlrt_ref.experiments.plotting import jsonable
 
-__all__ = ["RunSpec", "execute", "normalise", "sweep", "run_serial", "RunCache", "code_digest", "canonical",
+__all__ = ["RunSpec", "execute", "normalise", "sweep", "run_serial", "serial_runner", "RunCache", "code_digest", "canonical",
            "SweepFailed", "SerialExecutor", "timed"]
 
 PACKAGE = Path(__file__).resolve().parents[1]  # dlrt_ref/
@@ -242,6 +242,23 @@ class SerialExecutor:
 
     def close(self):
         pass
+
+
+def serial_runner(presets, knobs, specs, assemble):
+    """The ``run(preset, backend)`` of an experiment given as run specs (every split experiment's ``run``).
+
+    It resolves the budget (:func:`~dlrt_ref.experiments.budget.configure`), builds the specs, executes
+    them here one after the other (:func:`run_serial`) and assembles the figure's data; ``figures --jobs``
+    and ``--dask`` run the same specs through :func:`sweep` instead.
+    """
+
+    def run(preset="full", backend: str = "numpy") -> dict:
+        """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
+        budget = B.as_budget(preset, backend)
+        cfg = B.configure(presets, knobs, budget)
+        return assemble(cfg, run_serial(specs(cfg, budget.backend)))
+
+    return run
 
 
 def timed(fn, *args):

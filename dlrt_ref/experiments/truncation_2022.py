@@ -20,9 +20,8 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from dlrt_ref.data import load_mnist
-from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, run_serial
+from dlrt_ref.experiments.runs import RunSpec, serial_runner
 from dlrt_ref.nn import mlp
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.loop import fit
@@ -80,11 +79,7 @@ def assemble(cfg, results: dict) -> dict:
             "cr_definition": "eval"}
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`), serially here."""
-    budget = as_budget(preset, backend)
-    cfg = configure(PRESETS, KNOBS, budget)
-    return assemble(cfg, run_serial(specs(cfg, budget.backend)))
+run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially
 
 
 def plot(data: dict, out_dir):
