@@ -2,6 +2,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -39,7 +41,13 @@ def figures(out, *extra):
 
 @pytest.fixture(scope="module")
 def serial_json(tmp_path_factory):
-    return figures(tmp_path_factory.mktemp("serial"), "--no-cache")
+    """The serial reference, run in its own process at one BLAS thread like every worker: bit-equality across
+    executors holds for equal thread counts (a 2-thread BLAS sums in another order; CI runs pytest with 2)."""
+    out = tmp_path_factory.mktemp("serial")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    subprocess.run([sys.executable, "-m", "dlrt_ref", "figures", *TINY, "--out", str(out), "--quiet", "--no-cache"],
+                   env=env, check=True, timeout=600)
+    return json.loads((out / "data" / "fc_tau_sweep.json").read_text())
 
 
 def test_jobs_and_dask_give_the_serial_json(serial_json, tmp_path):
@@ -89,7 +97,9 @@ def test_workers_use_one_blas_thread(monkeypatch):
 
 def test_killed_worker_mid_sweep_the_sweep_finishes_and_a_rerun_uses_the_cache(tmp_path):
     mod, cfg, specs = tiny_specs(epochs=2, subset=320)
-    ref = strip(mod.assemble(cfg, R.sweep(specs, progress=False)[0]))
+    ref_ex = E.ProcessExecutor(2)  # the uninterrupted reference at the workers' one BLAS thread (see serial_json)
+    ref = strip(mod.assemble(cfg, R.sweep(specs, ref_ex, progress=False)[0]))
+    ref_ex.close()
     cache, ex, box = R.RunCache(tmp_path / ".runs"), E.ProcessExecutor(2), {}
     th = threading.Thread(target=lambda: box.update(out=R.sweep(specs, ex, cache, progress=False)))
     th.start()
