@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.integrate import solve_ivp
 
-from tests.helpers.dlra import EPS, GenericField, H, dense, draw, fro, lowrank, orth, run, skew, slope, step
+from tests.helpers.dlra import (EPS, GenericField, H, HermitianSuperoperatorField, dense, draw, fro, lowrank, orth, run,
+                                skew, slope, step)
 from dlrt_ref.integrators import augmented_galerkin_stages, drive, integrate
 from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.ode.fields import SylvesterField
@@ -123,30 +124,6 @@ def test_ksl_breaks_symmetry_that_bug_keeps(seed, n, sign, cplx):
 # --------------------------------------------------------------------------- #
 # Norm and energy
 # --------------------------------------------------------------------------- #
-def _hermitian(rng, n):
-    G = draw(rng, (n, n), True)
-    Hm = (G + H(G)) / 2
-    return Hm / np.linalg.norm(Hm, 2)
-
-
-class _Hamiltonian:
-    """F(Y) = −i𝓗[Y], 𝓗[Y] = H1 Y + Y H2 + V1 Y V2 (all Hermitian, ‖·‖₂ = 1): self-adjoint 𝓗, rank-raising."""
-
-    rho = 3.0
-
-    def __init__(self, rng, m, n):
-        self.H1, self.V1, self.H2, self.V2 = _hermitian(rng, m), _hermitian(rng, m), _hermitian(rng, n), _hermitian(rng, n)
-
-    def ham(self, Y):
-        return self.H1 @ Y + Y @ self.H2 + self.V1 @ Y @ self.V2
-
-    def __call__(self, t, Y):
-        return -1j * self.ham(Y.to_dense())
-
-    def energy(self, Y):
-        return float(np.real(np.vdot(Y, self.ham(Y))))
-
-
 @settings(max_examples=8, deadline=None)
 @given(seed=seeds, m=st.integers(6, 14), n=st.integers(6, 14), r=st.integers(1, 3))
 def test_ksl_conserves_norm_and_energy_on_hamiltonian_fields(seed, m, n, r):
@@ -156,7 +133,7 @@ def test_ksl_conserves_norm_and_energy_on_hamiltonian_fields(seed, m, n, r):
     With RK4 sub-steps each sub-flow loses at most the damping (hρ)⁶/72 of ‖·‖² ([CKL22]-style bound).
     Negative control: fixed-rank BUG loses norm by its basis projection, far above that."""
     rng = np.random.default_rng(seed)
-    F = _Hamiltonian(rng, m, n)
+    F = HermitianSuperoperatorField(rng, m, n)
     s = 3.0 ** -np.arange(r)
     Y = lowrank(rng, m, n, r, True, sigmas=s / np.linalg.norm(s))
     h = 0.01

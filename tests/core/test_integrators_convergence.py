@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from scipy.integrate import solve_ivp
 
-from tests.helpers.dlra import EPS, GenericField, H, dense, draw, expm, fro, lowrank, orth, run, slope, step
+from tests.helpers.dlra import (EPS, GenericField, H, HermitianSuperoperatorField, dense, draw, expm, fro, hermitian, lowrank,
+                                orth, run, slope, step)
 from dlrt_ref.lowrank import LowRankMatrix, best_rank_r, tangent_project
 from dlrt_ref.ode.fields import SylvesterField
 from dlrt_ref.ode.problems import lsq, schrodinger, sylvester
@@ -152,16 +153,10 @@ def test_robust_to_small_singular_values(seed):
 # --------------------------------------------------------------------------- #
 # Norm and energy on Schrödinger-type fields [CKL22, Sec. 4 and 5.2]
 # --------------------------------------------------------------------------- #
-def _hermitian(rng, n, scale=1.0):
-    G = draw(rng, (n, n), True)
-    Hm = (G + H(G)) / 2
-    return scale * Hm / np.linalg.norm(Hm, 2)
-
-
 def _schrodinger_sylvester(rng, m, n):
     """F(Y) = −i(H1 Y + Y H2), H1, H2 Hermitian (‖·‖₂ = 1): the flow is unitary on C^{m×n},
     conserving ‖Y‖_F and E(Y) = Re⟨Y, H1 Y + Y H2⟩; Sylvester-type, so sub-steps are exact."""
-    H1, H2 = _hermitian(rng, m), _hermitian(rng, n)
+    H1, H2 = hermitian(rng, m), hermitian(rng, n)
     F = SylvesterField(-1j * H1, -1j * H2, np.zeros((m, n), complex))
     energy = lambda Y: float(np.real(np.vdot(Y, H1 @ Y + Y @ H2)))
     return F, energy, 2.0  # ‖Y ↦ H1 Y + Y H2‖ ≤ ‖H1‖₂ + ‖H2‖₂
@@ -192,30 +187,6 @@ def test_bug_norm_on_schrodinger_type_field(seed, m, n, r, h):
         losses.append(1.0 - n1)
     if min(losses) > 1e-11:  # measurable: the loss decays like h² (not a first-order leak)
         assert 1.6 <= slope([h, h / 2, h / 4], losses) <= 2.5, losses
-
-
-class _HermitianSuperoperatorField:
-    """F(Y) = −i 𝓗[Y], 𝓗[Y] = H1 Y + Y H2 + V1 Y V2 with H1, H2, V1, V2 Hermitian (‖·‖₂ = 1).
-
-    𝓗 is self-adjoint in ⟨·,·⟩_F, so the flow conserves ‖Y‖ and E(Y) = Re⟨Y, 𝓗[Y]⟩;
-    unlike the Sylvester case the V1 Y V2 term raises the rank (the structure of the
-    [CKL22] Schrödinger problem). ρ = ‖𝓗‖ ≤ 3.
-    """
-
-    rho = 3.0
-
-    def __init__(self, rng, m, n):
-        self.H1, self.V1 = _hermitian(rng, m), _hermitian(rng, m)
-        self.H2, self.V2 = _hermitian(rng, n), _hermitian(rng, n)
-
-    def ham(self, Y):
-        return self.H1 @ Y + Y @ self.H2 + self.V1 @ Y @ self.V2
-
-    def __call__(self, t, Y):
-        return -1j * self.ham(Y.to_dense())
-
-    def energy(self, Y):
-        return float(np.real(np.vdot(Y, self.ham(Y))))
 
 
 def _rk4_damping(h, rho):
@@ -249,7 +220,7 @@ def test_ra_bug_norm_loss_equals_discarded(seed, m, n, r, tau):
     unitary flow, at most (hρ)⁶/72 ≈ 1e-11 relative, far below the discarded Σσ².
     """
     rng = np.random.default_rng(seed)
-    F = _HermitianSuperoperatorField(rng, m, n)
+    F = HermitianSuperoperatorField(rng, m, n)
     Y = _complex_lowrank(rng, m, n, r)
     h = 0.01
     damp = _rk4_damping(h, F.rho)
@@ -278,7 +249,7 @@ def test_ra_bug_energy_drift_bounded_by_truncation(seed, m, n, r, tau):
     Checked step by step with the actual tails, and in total against n·ϑ.
     """
     rng = np.random.default_rng(seed)
-    F = _HermitianSuperoperatorField(rng, m, n)
+    F = HermitianSuperoperatorField(rng, m, n)
     rho, h, nsteps = F.rho, 0.01, 8
     Y = _complex_lowrank(rng, m, n, r, decay=4.0)
     E0 = E = F.energy(dense(Y))

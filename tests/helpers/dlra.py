@@ -105,6 +105,37 @@ class GenericField:
         return _T()
 
 
+def hermitian(rng, n, scale=1.0):
+    """A random complex Hermitian n×n matrix with spectral norm ``scale``."""
+    G = draw(rng, (n, n), True)
+    Hm = (G + H(G)) / 2
+    return scale * Hm / np.linalg.norm(Hm, 2)
+
+
+class HermitianSuperoperatorField:
+    """F(Y) = −i 𝓗[Y], 𝓗[Y] = H1 Y + Y H2 + V1 Y V2 with H1, H2, V1, V2 Hermitian (‖·‖₂ = 1).
+
+    𝓗 is self-adjoint in ⟨·,·⟩_F, so the flow conserves ‖Y‖ and E(Y) = Re⟨Y, 𝓗[Y]⟩;
+    unlike the Sylvester case the V1 Y V2 term raises the rank (the structure of the
+    [CKL22] Schrödinger problem). ρ = ‖𝓗‖ ≤ 3.
+    """
+
+    rho = 3.0
+
+    def __init__(self, rng, m, n):
+        self.H1, self.V1 = hermitian(rng, m), hermitian(rng, m)
+        self.H2, self.V2 = hermitian(rng, n), hermitian(rng, n)
+
+    def ham(self, Y):
+        return self.H1 @ Y + Y @ self.H2 + self.V1 @ Y @ self.V2
+
+    def __call__(self, t, Y):
+        return -1j * self.ham(Y.to_dense())
+
+    def energy(self, Y):
+        return float(np.real(np.vdot(Y, self.ham(Y))))
+
+
 def step(name, field, t0, Y0, h, substep="euler", **opts):
     """One step of integrator ``name``; the adaptive ones keep rank r unless told."""
     if name in ADAPTIVE and all(opts.get(k) is None for k in ("theta", "tau", "rank")):
