@@ -1,14 +1,11 @@
 """CIFAR-10/100 loaders against fixture archives in the official format, written here: verified and
 unverified archives, folders, the offline search and its error, corrupted and truncated files, and the
 download from a loopback server."""
-import functools
 import gzip
 import hashlib
-import http.server
 import io
 import pickle
 import tarfile
-import threading
 
 import numpy as np
 import pytest
@@ -139,29 +136,8 @@ def test_offline_search_and_the_missing_data_message(tmp_path, monkeypatch):
         find_cifar("cifar11")
 
 
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "*")
-    root = tmp_path / "srv"
-    root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
-    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        yield root, f"http://127.0.0.1:{srv.server_address[1]}/"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
-def test_download_from_a_loopback_server_verified(server, tmp_path):
-    root, url = server
+def test_download_from_a_loopback_server_verified(http_server, tmp_path):
+    root, url, _ = http_server
     path, truth = write_archive(root)
     cache = tmp_path / "dl"
     with pytest.raises(DataError, match="could not download"):  # the official digest: the fixture is refused

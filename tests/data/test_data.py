@@ -4,16 +4,13 @@ The Fashion-MNIST tests need the Debian package ``dataset-fashion-mnist``
 (/usr/share/datasets/fashion-mnist) and skip cleanly without it. Nothing here
 uses the network: downloads are tested against a loopback HTTP server.
 """
-import functools
 import gzip
 import hashlib
-import http.server
 import os
 import pickle
 import subprocess
 import sys
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -249,34 +246,6 @@ def test_split_errors_and_partition():
 
 
 # ----------------------------------------------------------------------------- downloads
-
-@pytest.fixture
-def http_server(tmp_path, monkeypatch):
-    """Serve tmp_path/'srv' on 127.0.0.1; yields (folder, base_url, list of requested paths)."""
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "*")
-    root = tmp_path / "srv"
-    root.mkdir()
-    hits = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            hits.append(self.path)
-            super().do_GET()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}/", hits
-    finally:
-        server.shutdown()
-        server.server_close()
-
 
 def _sha(b):
     return hashlib.sha256(b).hexdigest()
