@@ -2,7 +2,7 @@
 
 Public names:
 
-* layers: :class:`Dense`, :class:`LowRankLinear`, :class:`Conv2d`, :class:`LowRankConv2d`,
+* layers: :class:`Dense`, :class:`LowRankLinear`, :class:`MaskedDense`, :class:`MaskedConv2d` (pruning), :class:`Conv2d`, :class:`LowRankConv2d`,
   :class:`MaxPool2d`, :class:`AvgPool2d`, :class:`GlobalAvgPool2d`, :class:`Flatten`, :class:`ReLU`, :class:`Tanh`,
   :class:`BatchNorm1d`, :class:`BatchNorm2d`, :class:`Dropout`, :class:`Residual` (a container);
 * loss: :class:`SoftmaxCrossEntropy`;
@@ -16,12 +16,13 @@ from dlrt_ref.nn.errors import BackendError, NonFiniteError, RankError, ShapeErr
 from dlrt_ref.nn.layers import Dense, Flatten, Layer, ReLU, Tanh
 from dlrt_ref.nn.loss import SoftmaxCrossEntropy
 from dlrt_ref.nn.lowrank_layers import LowRankFactors, LowRankLinear
+from dlrt_ref.nn.masked import MaskedConv2d, MaskedDense, masked_copy
 from dlrt_ref.nn.network import Sequential, lenet5, mlp
 from dlrt_ref.nn.norm import BatchNorm1d, BatchNorm2d
 from dlrt_ref.nn.residual import Residual
 
 __all__ = [
     "Layer", "Dense", "LowRankFactors", "LowRankLinear", "Conv2d", "LowRankConv2d", "MaxPool2d", "AvgPool2d",
-    "GlobalAvgPool2d", "BatchNorm1d", "BatchNorm2d", "Dropout", "Residual", "Flatten", "ReLU", "Tanh", "SoftmaxCrossEntropy", "Sequential", "mlp", "lenet5",
+    "GlobalAvgPool2d", "MaskedDense", "MaskedConv2d", "masked_copy", "BatchNorm1d", "BatchNorm2d", "Dropout", "Residual", "Flatten", "ReLU", "Tanh", "SoftmaxCrossEntropy", "Sequential", "mlp", "lenet5",
     "im2col", "col2im", "ShapeError", "RankError", "NonFiniteError", "BackendError",
 ]

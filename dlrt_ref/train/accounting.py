@@ -23,6 +23,10 @@ definition             low-rank layer                      dense layer (m × n)
 ``thesis-train-grads`` 5r(m + n) + 12r²                    2 m n
 =====================  ==================================  =====================
 
+A pruned (masked) dense layer, :mod:`dlrt_ref.nn.masked`, counts its nonzeros ``nnz`` under
+``eval`` and ``thesis-test`` (what the trained network stores, biases excluded as
+everywhere) and m n under the training definitions (it trains as a dense m×n array);
+so ``eval`` compares pruning (nonzeros) with factorisation (r(m+n)) at equal footing,
 and :math:`\text{params}_\text{dense} = \sum m n` over all weight layers (``2 Σ m n``
 for ``thesis-train-grads``, which counts every weight's gradient too).
 
@@ -69,6 +73,7 @@ class WeightShape:
     m: int
     n: int
     rank: Optional[int] = None
+    nnz: Optional[int] = None  # a masked (pruned) dense layer: its unpruned weights (see PRUNED_COUNTS)
 
 
 def _eval(m, n, r):
@@ -106,6 +111,11 @@ DEFINITIONS = {
 }
 
 
+# definitions that count what a trained network stores: a pruned layer counts its nonzeros there; the training
+# definitions count it as the dense layer it is during training (W, its gradient and state are m×n arrays)
+PRUNED_COUNTS = ("eval", "thesis-test")
+
+
 def _definition(name):
     try:
         return DEFINITIONS[name]
@@ -127,7 +137,7 @@ def weight_table(net) -> list:
             rows.append(WeightShape(int(m), int(n), int(layer.rank)))
         elif "W" in getattr(layer, "params", {}):
             m, n = layer.shape
-            rows.append(WeightShape(int(m), int(n), None))
+            rows.append(WeightShape(int(m), int(n), None, layer.nnz() if getattr(layer, "masked", False) else None))
     return rows
 
 
@@ -142,7 +152,12 @@ def count_params(net_or_rows, definition: str) -> int:
     per_layer, dense_factor = _definition(definition)
     total = 0
     for w in _rows(net_or_rows):
-        total += dense_factor * w.m * w.n if w.rank is None else per_layer(w.m, w.n, w.rank)
+        if w.rank is not None:
+            total += per_layer(w.m, w.n, w.rank)
+        elif w.nnz is not None and definition in PRUNED_COUNTS:
+            total += w.nnz
+        else:
+            total += dense_factor * w.m * w.n
     return int(total)
 
 
