@@ -36,7 +36,9 @@ network's forward and backward (:class:`~dlrt_ref.nn.LowRankLinear`,
     K, L and S live in fixed-size variables (n_in×R, R×n_out, 2R×2R) of which
     the leading block is used; Adam's moments are kept per *entry* and never
     mapped into the new bases after the QR and SVD basis changes. (The library
-    maps them, see :mod:`dlrt_ref.train.optim`.) ``"reset"``: the moments of
+    maps them, see :mod:`dlrt_ref.train.optim`; its ``state_policy="stale"`` is
+    this rule, with the same :func:`~dlrt_ref.train.optim.embed_leading` of a
+    factor's gradient into the fixed-size array.) ``"reset"``: the moments of
     K, L and S are dropped at every step (what Keras does for a variable that
     is re-created, as in earlier versions of that code); Adam's step counter
     keeps running. ``"mapped"``: the moments are mapped into the new bases before
@@ -77,6 +79,7 @@ import numpy as np
 from dlrt_ref.lowrank import truncate
 from dlrt_ref.nn import Dense, LowRankLinear, ReLU, Sequential, SoftmaxCrossEntropy
 from dlrt_ref.nn import init as lib_init
+from dlrt_ref.train.optim import embed_leading
 
 __all__ = ["TF2022Emulation", "KerasAdam"]
 
@@ -242,8 +245,8 @@ class TF2022Emulation:
         self._pass(x, y, self._current())
         for L, layer in zip(self.layers, self.lowrank):
             k, r = L["k"], L["r"]
-            grads[f"K{k}"] = _embed(p[f"K{k}"], layer.grad_L(), np.s_[:, :r])  # G V: (n_in, r)
-            grads[f"Lt{k}"] = _embed(p[f"Lt{k}"], layer.grad_K().T, np.s_[:r, :])  # Uᵀ G: (r, n_out)
+            grads[f"K{k}"] = embed_leading(layer.grad_L(), p[f"K{k}"].shape)  # G V: (n_in, r) in (n_in, R)
+            grads[f"Lt{k}"] = embed_leading(layer.grad_K().T, p[f"Lt{k}"].shape)  # Uᵀ G: (r, n_out) in (R, n_out)
         return grads
 
     def _s_gradients(self, x, y, hat):
@@ -254,7 +257,7 @@ class TF2022Emulation:
         grads = {"W_out": self.out.grads["W"].T, "b_out": self.out.grads["b"]}  # (d, 10), (10,)
         for L, layer in zip(self.layers, self.lowrank):
             k, r = L["k"], L["r"]
-            grads[f"S{k}"] = _embed(p[f"S{k}"], layer.grad_S().T, np.s_[:2 * r, :2 * r])  # Ûᵀ G V̂: (2r, 2r)
+            grads[f"S{k}"] = embed_leading(layer.grad_S().T, p[f"S{k}"].shape)  # Ûᵀ G V̂: (2r, 2r) in (2R, 2R)
             grads[f"b{k}"] = layer.grads["b"]
         return loss, grads
 
@@ -330,10 +333,3 @@ class TF2022Emulation:
         p[f"U{k}"][:, :new] = Uh @ tr.P  # (n_in, 2r) @ (2r, new)
         p[f"Vt{k}"][:new, :] = tr.Q.T @ Vth  # (new, 2r) @ (2r, n_out); 2022: Q = rows of the right singular vectors
         L["r"] = new
-
-
-def _embed(full, block, sl):
-    """A zero array shaped like ``full`` with ``block`` written at ``sl`` (a gradient of a sliced variable)."""
-    g = np.zeros_like(full)
-    g[sl] = block
-    return g

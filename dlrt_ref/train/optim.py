@@ -86,6 +86,27 @@ basis. With ``T = Bᴴ B'`` (old × new; for S one such matrix per side,
     change at every step, so this turns Adam into sign descent and momentum
     into plain SGD.
 
+``"stale"`` — the per-entry state of the 2022 codes
+    What the public 2022 implementations of [P] do (Schotthöfer et al. 2022;
+    CSMMLab/DLRT-Net, read, not copied): K, L and S live in fixed-size arrays
+    (n×r_max, 2r_max×2r_max) of which the leading block is in use, and the
+    optimiser keeps its moments per *entry* of those arrays. The moments are
+    never mapped: after a basis change, entry (i, j) of m and v, recorded for
+    the old basis vector j, is used as the state of the new basis vector j.
+    Here the state lives in a buffer the size of the largest array the factor
+    has had (what r_max-sized arrays hold: entries never used stay zero); the
+    gradient is embedded in its leading block (zeros elsewhere,
+    :func:`embed_leading`), the whole buffer is updated — so the moments of
+    entries outside the current rank decay as in the fixed-size arrays — and
+    the parameter moves by the leading block of the step. One step count t
+    per factor gives the bias correction 1 − βᵗ (no per-coordinate weights;
+    Keras counts globally, see :mod:`dlrt_ref.experiments.tf2022_step`, whose
+    emulation of the 2022 step keeps its state the same way). With a fixed
+    basis this is Adam, equal to ``"transport"`` to round-off; after a
+    rotation B' = B Q it differs (transport: m' = m Q; stale: m' = m).
+    ``dlrt_ref/experiments/adam_state_policy.py`` measures the three policies
+    side by side on [P]'s MLP.
+
 Dense parameters (biases, dense layers) have no frame and keep their state.
 """
 from __future__ import annotations
@@ -98,9 +119,25 @@ from dlrt_ref.backend import array_module, to_numpy
 from dlrt_ref.linalg import H
 from dlrt_ref.substeps import request_slope
 
-__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "make_optimizer", "OPTIMIZERS", "STATE_POLICIES"]
+__all__ = ["Optimizer", "SGD", "Momentum", "Adam", "make_optimizer", "OPTIMIZERS", "STATE_POLICIES", "embed_leading",
+           "leading_block"]
 
-STATE_POLICIES = ("transport", "transport-shared-t", "reset")
+STATE_POLICIES = ("transport", "transport-shared-t", "reset", "stale")
+
+
+def embed_leading(block, shape: tuple):
+    """A zero array of ``shape`` with ``block`` in its leading corner (``[:a, :b]``): a block of a
+    fixed-size array as the 2022 codes hold K, L and S (policy ``"stale"``; the 2022 emulation)."""
+    if len(shape) != block.ndim or any(b > s for b, s in zip(block.shape, shape)):
+        raise ValueError(f"embed_leading: block of shape {block.shape} does not fit in shape {tuple(shape)}")
+    out = array_module(block).zeros(shape, dtype=block.dtype)
+    out[tuple(slice(0, b) for b in block.shape)] = block
+    return out
+
+
+def leading_block(full, shape: tuple):
+    """The leading ``shape`` block of ``full`` (the inverse of :func:`embed_leading`)."""
+    return full[tuple(slice(0, b) for b in shape)]
 
 
 def _same_frame(a: tuple, b: tuple) -> bool:
@@ -135,7 +172,7 @@ class Optimizer:
     ----------
     lr : float
         Learning rate (also the step size h of the integrator).
-    state_policy : {"transport", "transport-shared-t", "reset"}
+    state_policy : {"transport", "transport-shared-t", "reset", "stale"}
         What happens to a factor's state when its frame (basis) changes (module docstring).
     """
 
@@ -160,12 +197,14 @@ class Optimizer:
         return {"name": self.name, "lr": self.lr, "state_policy": self.state_policy}
 
     def _weights(self) -> tuple:
-        return self.weight_names if self.state_policy != "transport-shared-t" else ()
+        return self.weight_names if self.state_policy not in ("transport-shared-t", "stale") else ()
 
     # -- state in frames ------------------------------------------------------
     def _state_for(self, key, p, frame: tuple) -> dict:
         st = self.state.get(key)
         weights = self._weights()
+        if self.state_policy == "stale" and st is not None:
+            return self._stale_buffer(key, st, p, frame)
         if st is not None and not _same_frame(st["frame"], frame):
             if self.state_policy != "reset" and len(st["frame"]) == len(frame) > 0:
                 for nm in self.state_names + weights:
@@ -194,7 +233,24 @@ class Optimizer:
     def update(self, key: Hashable, p, g, lr: float | None = None, frame: tuple = ()):
         """Return the updated parameter p (a new array) for gradient g; state kept under ``key``."""
         st = self._state_for(key, p, frame) if self.state_names else {"t": 0}
-        return self._apply(st, p, g, self.lr if lr is None else lr)
+        lr = self.lr if lr is None else lr
+        if self.state_names and st[self.state_names[0]].shape != p.shape:  # "stale": p is the leading block
+            shape = st[self.state_names[0]].shape
+            return leading_block(self._apply(st, embed_leading(p, shape), embed_leading(g, shape), lr), p.shape)
+        return self._apply(st, p, g, lr)
+
+    def _stale_buffer(self, key, st, p, frame: tuple) -> dict:
+        """Policy ``"stale"``: keep the state per entry, never mapped; grow its buffer to hold ``p``."""
+        have = st[self.state_names[0]].shape
+        if len(have) != p.ndim:
+            raise RuntimeError(f"optimiser state for {key!r} has shape {have}, expected {p.ndim} dimensions "
+                               f"for the parameter {p.shape}")
+        shape = tuple(max(a, b) for a, b in zip(have, p.shape))
+        if shape != have:
+            for nm in self.state_names:
+                st[nm] = embed_leading(st[nm], shape)  # entries never used: zero, as in an r_max-sized array
+        st["frame"] = frame
+        return st
 
     def _apply(self, st, p, g, lr):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -306,8 +362,8 @@ class Adam(Optimizer):
     m ← β₁ m + (1−β₁) g,  v ← β₂ v + (1−β₂)|g|²,  c₁ ← β₁ c₁ + (1−β₁),
     c₂ ← β₂ c₂ + (1−β₂),  p ← p − lr·(m/c₁)/(√(v/c₂) + ε). Without a basis
     change c₁ = 1 − β₁ᵗ and c₂ = 1 − β₂ᵗ (to round-off): the usual Adam. With
-    ``state_policy="transport-shared-t"`` the factor's step count t is used
-    instead (the rule before issue 11). See the module docstring.
+    ``state_policy="transport-shared-t"`` or ``"stale"`` the factor's step count t is
+    used instead (the rule before issue 11; the 2022 codes). See the module docstring.
     """
 
     name = "adam"
@@ -336,7 +392,7 @@ class Adam(Optimizer):
         st["t"] += 1
         st["m"] = b1 * st["m"] + (1 - b1) * g
         st["v"] = b2 * st["v"] + (1 - b2) * (g * g.conj()).real
-        if self.state_policy == "transport-shared-t":
+        if self.state_policy in ("transport-shared-t", "stale"):
             c1, c2 = 1 - b1 ** st["t"], 1 - b2 ** st["t"]  # one step count for the whole factor
         else:
             st["c1"] = b1 * st["c1"] + (1 - b1)  # per-coordinate weights, broadcast over p

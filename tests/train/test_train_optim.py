@@ -39,7 +39,7 @@ def momentum_reference(p, grads, lr, mu):
 
 
 # --------------------------------------------------------------------------- without basis change
-@pytest.mark.parametrize("policy", ["transport", "transport-shared-t", "reset"])
+@pytest.mark.parametrize("policy", ["transport", "transport-shared-t", "reset", "stale"])
 def test_adam_and_momentum_equal_the_hand_written_reference_without_basis_change(policy):
     rng = np.random.default_rng(0)
     p0, grads = rng.standard_normal((4, 3)), [rng.standard_normal((4, 3)) for _ in range(6)]
