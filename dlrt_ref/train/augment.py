@@ -12,9 +12,17 @@ CIFAR recipe of He et al. 2016, §4.2):
 Evaluation images get step 3 only (:meth:`Augment.normalise`).
 
 Seeded and backend-agnostic: the random numbers of a batch (B offsets pairs and
-B flips) come from ``numpy.random.default_rng([seed, step])`` on the host, so a
-step's augmentation is the same on NumPy and CuPy and for a resumed run; the
-images never leave their backend (crop and flip are one gather with index arrays).
+B flips) come from ``numpy.random.default_rng([seed, AUGMENT_STREAM, step])`` on
+the host, so a step's augmentation is the same on NumPy and CuPy and for a
+resumed run; the images never leave their backend (crop and flip are one gather
+with index arrays). The constant :data:`AUGMENT_STREAM` keeps these draws apart
+from the shuffle's ``default_rng([seed, epoch])`` of the same run seed.
+
+In training, :func:`~dlrt_ref.train.loop.fit` (``augment=``) calls the
+augmentation on batch b of epoch e with ``step = e·n_batches + b``, a pure
+function of (seed, e, b) like the shuffle, and evaluates on
+:meth:`Augment.normalise`\ d images; ``train --augment`` builds it with
+:meth:`Augment.for_training_set`.
 """
 from __future__ import annotations
 
@@ -22,15 +30,27 @@ import numpy as np
 
 from dlrt_ref.backend import array_module
 
-__all__ = ["Augment", "channel_stats"]
+__all__ = ["Augment", "channel_stats", "AUGMENT_STREAM"]
+
+AUGMENT_STREAM = 0xA06  # second entry of the seed sequence: the augmentation's own stream (not the shuffle's)
+_CHUNK = 2048  # images per chunk of channel_stats (a float64 copy of 2048 CIFAR images is 50 MB, not 1.2 GB)
 
 
 def channel_stats(x):
-    """Per-channel mean and standard deviation (each (C,), float64 on the host) of images x (N, C, H, W)."""
-    if getattr(x, "ndim", None) != 4:
-        raise ValueError(f"channel_stats: x must be images (N, C, H, W), got shape {getattr(x, 'shape', None)}")
-    x = np.asarray(x, dtype=np.float64)
-    return x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))
+    """Per-channel mean and standard deviation (each (C,), float64 on the host) of host images x (N, C, H, W).
+
+    Two passes over chunks of :data:`_CHUNK` images, accumulated in float64 (population std, ddof = 0).
+    """
+    if getattr(x, "ndim", None) != 4 or len(x) == 0:
+        raise ValueError(f"channel_stats: x must be images (N, C, H, W) with N >= 1, got shape "
+                         f"{getattr(x, 'shape', None)}")
+    x = np.asarray(x)
+    count = x.shape[0] * x.shape[2] * x.shape[3]  # N·H·W values per channel
+    total = sum(x[i:i + _CHUNK].sum(axis=(0, 2, 3), dtype=np.float64) for i in range(0, len(x), _CHUNK))
+    mean = total / count  # (C,)
+    m = mean.reshape(1, -1, 1, 1)  # float64, so each chunk's deviations are float64
+    sq = sum(((x[i:i + _CHUNK] - m) ** 2).sum(axis=(0, 2, 3)) for i in range(0, len(x), _CHUNK))
+    return mean, np.sqrt(sq / count)
 
 
 class Augment:
@@ -41,7 +61,7 @@ class Augment:
     mean, std : sequences of C floats (``std`` > 0), e.g. from :func:`channel_stats` of the training set
     pad : int >= 0 (4 in the thesis); 0 switches cropping off
     flip : bool
-    seed : int >= 0; the randomness of step k comes from ``default_rng([seed, k])``
+    seed : int >= 0; the randomness of step k comes from ``default_rng([seed, AUGMENT_STREAM, k])``
     """
 
     def __init__(self, mean, std, pad=4, flip=True, seed=0):
@@ -57,9 +77,27 @@ class Augment:
             raise ValueError(f"Augment: seed must be an integer >= 0, got {seed!r}")
         self.pad, self.flip, self.seed = int(pad), bool(flip), int(seed)
 
+    @classmethod
+    def for_training_set(cls, x_train, pad=4, flip=True, seed=0) -> "Augment":
+        """The thesis's augmentation for host training images x_train (N, C, H, W): their channel statistics."""
+        mean, std = channel_stats(x_train)
+        return cls(mean, std, pad=pad, flip=flip, seed=seed)
+
+    def to_config(self) -> dict:
+        """JSON-able description (stored in a run's config; :meth:`from_config` rebuilds it)."""
+        return {"pad": self.pad, "flip": self.flip, "seed": self.seed, "mean": [float(v) for v in self.mean],
+                "std": [float(v) for v in self.std]}
+
+    @classmethod
+    def from_config(cls, c: dict) -> "Augment":
+        return cls(c["mean"], c["std"], pad=c["pad"], flip=c["flip"], seed=c["seed"])
+
+    def __repr__(self):
+        return f"Augment(pad={self.pad}, flip={self.flip}, seed={self.seed}, {self.mean.size} channels)"
+
     def draw(self, B: int, step: int):
         """The host random numbers of a step: offsets oy, ox (B,) in [0, 2 pad] and flips (B,) bool."""
-        g = np.random.default_rng([self.seed, int(step)])
+        g = np.random.default_rng([self.seed, AUGMENT_STREAM, int(step)])
         oy, ox = g.integers(0, 2 * self.pad + 1, size=(2, B))
         flips = g.random(B) < 0.5 if self.flip else np.zeros(B, dtype=bool)
         return oy, ox, flips

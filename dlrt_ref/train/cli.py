@@ -3,13 +3,17 @@
 The CIFAR networks (``--model vgg16|alexnet|resnet20|lenet5-cifar``, :mod:`dlrt_ref.nn.cifar_models` with
 their default low-rank layers; ``--dataset cifar10`` (default for them) or ``cifar100``) need the CIFAR
 archive or folder in ``--data-dir`` / ``$DLRT_REF_DATA_DIR`` or the cache; without it the command ends
-with one line saying where to put it (exit 1). No augmentation here.
+with one line saying where to put it (exit 1). They train with the thesis's augmentation by default
+(random crop with padding 4, horizontal flip, per-channel normalisation by the training split's mean and
+std: :mod:`dlrt_ref.train.augment`, seeded by ``--seed``); ``--no-augment`` trains on the plain images.
+MNIST is never augmented (``--augment`` with it is a usage error). The start line says which.
 
 Examples::
 
     dlrt-ref train --model mlp --method ra-bug --tau 0.1 --epochs 5 --json
     dlrt-ref train --model lenet5 --method ra-bug --tau 0.11 --optimizer sgd --lr 0.05 --batch-size 128
     dlrt-ref train --model mlp --widths 784,256,10 --method dense --optimizer sgd --lr 0.1
+    dlrt-ref train --model resnet20 --dataset cifar10 --data-dir ~/data --method ra-bug --tau 0.1 --optimizer sgd --lr 0.05 --batch-size 128
     dlrt-ref train --model mlp --method bug --rank 20 --out runs/bug20
     dlrt-ref train --resume runs/bug20/checkpoint.npz --epochs 10 --out runs/bug20
     dlrt-ref evaluate runs/bug20/checkpoint.npz
@@ -53,6 +57,7 @@ from dlrt_ref.nn.cifar_models import CIFAR_MODELS
 from dlrt_ref.nn.network import LENET5_SHAPES
 from dlrt_ref.threads import threads_info
 from dlrt_ref.train import console
+from dlrt_ref.train.augment import Augment
 from dlrt_ref.train.baselines import UVTrainer, dense_trainer
 from dlrt_ref.train.checkpoint import CheckpointError, load_checkpoint, read_manifest
 from dlrt_ref.train.dlrt import DLRT
@@ -84,6 +89,7 @@ DEFAULTS = {
     "log_every": 50,
     "eval_batch": 1000,
     "divergence_factor": 100.0,  # see dlrt_ref.train.loop.DIVERGENCE_FACTOR
+    "augment": {"mnist": False, "cifar10": True, "cifar100": True},  # per dataset: the thesis augments CIFAR only
 }
 MNIST_SIZES = {"train": MNIST_FACTS["n_train"], "test": MNIST_FACTS["n_test"]}
 
@@ -98,7 +104,7 @@ ADAPTIVE_METHODS = tuple(m for m in METHODS if m in ADAPTIVE)  # ("ra-bug", "par
 # options that define a run; with --resume they come from the checkpoint
 RUN_OPTIONS = ("model", "dataset", "widths", "method", "tau", "rank", "r_min", "r_max", "optimizer", "lr", "batch_size",
                "backend", "dtype", "seed", "subset", "test_subset", "validation", "compat_2022_truncation", "ortho",
-               "dense_last", "init_spectrum", "state_policy", "tol_rule", "theta")
+               "dense_last", "init_spectrum", "state_policy", "tol_rule", "theta", "augment")
 
 
 def add_arguments(p) -> None:
@@ -143,6 +149,11 @@ def add_arguments(p) -> None:
     g.add_argument("--dense-last", dest="dense_last", action="store_true", default=None,
                    help="keep the classifier dense (default)")
     g.add_argument("--lowrank-last", dest="dense_last", action="store_false", help="factorise the classifier too")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--augment", dest="augment", action="store_true", default=None,
+                   help="CIFAR: random crop (pad 4), horizontal flip, per-channel normalisation, seeded by --seed "
+                        "(default for cifar10/cifar100; not for mnist)")
+    g.add_argument("--no-augment", dest="augment", action="store_false", help="CIFAR: train on the plain images")
     a("--data-dir", help=f"folder with the MNIST IDX files (or a mnist/ subfolder), verified by checksum; default "
                          f"${DATA_DIR_ENV} if set, else the copy shipped with the package")
     a("--out", help="folder for config.json, results.json and checkpoint.npz (must not hold another run)")
@@ -207,6 +218,7 @@ def resolve(args) -> dict:
         saved.setdefault("tol_rule", "relative")  # and the relative tolerance
         saved.setdefault("theta", None)
         saved.setdefault("dataset", "mnist")  # checkpoints from before --dataset trained on MNIST
+        saved.setdefault("augment", False)  # and checkpoints from before --augment without augmentation
         for k, v in given.items():
             if v != saved.get(k):
                 raise UsageError(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {saved.get(k)}; "
@@ -226,6 +238,7 @@ def resolve(args) -> dict:
             run["tau"] = DEFAULTS["tau"]
         run["compat_2022_truncation"] = bool(run["compat_2022_truncation"])
         run["dense_last"] = True if run["dense_last"] is None else run["dense_last"]
+        run["augment"] = DEFAULTS["augment"][run["dataset"]] if run["augment"] is None else bool(run["augment"])
         run["validation"] = str(run["validation"])
     _check(run)
     return run
@@ -237,6 +250,8 @@ def _check(run) -> None:
     if (run["model"] in CIFAR_CLI_MODELS) != (run["dataset"] != "mnist"):
         raise UsageError(f"--model {run['model']} does not fit --dataset {run['dataset']}: mlp/lenet5 train on mnist, "
                          f"{'/'.join(CIFAR_CLI_MODELS)} on cifar10/cifar100")
+    if run["augment"] and run["dataset"] == "mnist":
+        raise UsageError("--augment is for --dataset cifar10/cifar100 (crop and flip do not suit digits)")
     if run["model"] == "mlp":
         _parse_widths(run["widths"])
     _parse_validation(run["validation"])
@@ -387,6 +402,14 @@ def build(run, path=None):
     return build_trainer(run), load_data(run, path)
 
 
+def make_augment(run, data):
+    """The run's :class:`~dlrt_ref.train.augment.Augment` (None without ``augment``): the thesis's crop 4 and flip,
+    normalised by the channel statistics of ``data.x_train`` (the training split actually used), seeded by ``seed``."""
+    if not run.get("augment"):
+        return None
+    return Augment.for_training_set(data.x_train, pad=4, flip=True, seed=run["seed"])
+
+
 def run(args) -> int:
     opts = resolve(args)
     epochs = args.epochs if args.epochs is not None else DEFAULTS["epochs"]
@@ -413,19 +436,24 @@ def run(args) -> int:
     if args.quiet:
         log_every = 0
     else:
-        sys.stderr.write(console.start_line(opts, epochs, args, data_folder, validation_count(opts)) + "\n")
+        sys.stderr.write(console.start_line(opts, epochs, args, data_folder, validation_count(opts),
+                                            DATASET_SIZES[opts["dataset"]]) + "\n")
         sys.stderr.flush()
     try:
         trainer, data = build(opts, data_folder)
     except KeyboardInterrupt:
         raise KeyboardInterrupt("interrupted while loading the data, before training; no checkpoint was written")
+    augment = make_augment(opts, data)
     config = {"command": "train", "run": opts, "initial_ranks": initial_ranks(opts),
               "fit": {"epochs": epochs, "batch_size": opts["batch_size"], "seed": opts["seed"],
                       "eval_batch": DEFAULTS["eval_batch"], "divergence_factor": factor},
               "threads": threads_info(), "data": str(data_folder) if data_folder is not None else "shipped"}
+    if augment is not None:
+        config["augment"] = augment.to_config()  # evaluate reads the normalisation from here
     hist = fit(trainer, data, epochs, opts["batch_size"], seed=opts["seed"], log_every=log_every,
                out_dir=args.out, checkpoint_every=args.checkpoint_every, resume=args.resume,
-               eval_batch=DEFAULTS["eval_batch"], config=config, log=log, divergence_factor=factor or None)
+               eval_batch=DEFAULTS["eval_batch"], config=config, log=log, divergence_factor=factor or None,
+               augment=augment)
     summary = hist.summary()
     if args.json:
         print(json.dumps(dict(summary, config=config, history=hist.epochs)))

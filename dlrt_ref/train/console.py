@@ -3,8 +3,9 @@
 * :func:`check_out` refuses an ``--out`` that is a file or already holds
   another run (unless ``--overwrite``, or ``--resume`` of the run in that
   folder); :func:`writable` proves the folder writable before any data loads.
-* :func:`start_line`: one line with model, method, options, data, BLAS threads
-  and output folder, printed before the data is loaded.
+* :func:`start_line`: one line with model, method, options, the data set (its
+  name, folder and split sizes) and whether it is augmented, BLAS threads and
+  output folder, printed before the data is loaded.
 * :func:`final_line`: accuracy and c.r. in %, rounded (the JSON keeps full precision).
 """
 from __future__ import annotations
@@ -16,7 +17,9 @@ from dlrt_ref.data import MNIST_FACTS
 from dlrt_ref.errors import CommandError, UsageError
 from dlrt_ref.threads import describe_threads
 
-__all__ = ["check_out", "writable", "start_line", "final_line"]
+__all__ = ["check_out", "writable", "start_line", "final_line", "DATASET_NAMES"]
+
+DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}  # --dataset -> printed name
 
 
 def check_out(args) -> None:
@@ -52,12 +55,16 @@ def writable(out: Path) -> None:
         raise CommandError(f"--out {out} is not writable: {exc.strerror or exc}") from None
 
 
-def start_line(opts, epochs, args, data_folder, k: int) -> str:
+def start_line(opts, epochs, args, data_folder, k: int, sizes: dict | None = None) -> str:
     """One line stating what is about to run: model, method, options, data, threads and output folder.
 
-    ``k``: the number of validation images (``dlrt_ref.train.cli.validation_count``).
+    ``k``: the number of validation images (``dlrt_ref.train.cli.validation_count``); ``sizes``: the data set's
+    ``{"train": n, "test": n}`` (``dlrt_ref.train.cli.DATASET_SIZES``; default MNIST's).
     """
-    n_train, n_test = MNIST_FACTS["n_train"], MNIST_FACTS["n_test"]
+    dataset = opts.get("dataset", "mnist")
+    if sizes is None:
+        sizes = {"train": MNIST_FACTS["n_train"], "test": MNIST_FACTS["n_test"]}
+    n_train, n_test = sizes["train"], sizes["test"]
     train = opts["subset"] if opts["subset"] is not None else n_train - k
     test = opts["test_subset"] if opts["test_subset"] is not None else n_test
     what = f"{opts['model']} {opts['widths'] or ''}".strip()
@@ -66,9 +73,16 @@ def start_line(opts, epochs, args, data_folder, k: int) -> str:
     src = "shipped copy" if data_folder is None else str(data_folder)
     dest = f"out {args.out}" if args.out else "no --out (nothing saved)"
     resumed = f", resuming {args.resume}" if args.resume else ""
+    if dataset == "mnist":
+        aug = ""
+    elif opts.get("augment"):
+        aug = ", augmented (crop pad 4, flip, per-channel normalisation)"
+    else:
+        aug = ", not augmented"
     return (f"train: {what}, {opts['method']}{tau}{rank}, {opts['optimizer']} lr {opts['lr']}, batch "
-            f"{opts['batch_size']}, {epochs} epoch(s), {opts['dtype']}, seed {opts['seed']}; MNIST ({src}): "
-            f"{train} train / {k} val / {test} test images; {describe_threads()}; {dest}{resumed}")
+            f"{opts['batch_size']}, {epochs} epoch(s), {opts['dtype']}, seed {opts['seed']}; "
+            f"{DATASET_NAMES.get(dataset, dataset)} ({src}): {train} train / {k} val / {test} test images{aug}; "
+            f"{describe_threads()}; {dest}{resumed}")
 
 
 def final_line(opts, summary, out) -> str:

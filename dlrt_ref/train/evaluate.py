@@ -28,6 +28,7 @@ from dlrt_ref.data.splits import validate_dataset
 from dlrt_ref.errors import UsageError
 from dlrt_ref.train import accounting
 from dlrt_ref.train import cli as train_cli
+from dlrt_ref.train.augment import Augment
 from dlrt_ref.train.checkpoint import CheckpointError, load_checkpoint, read_manifest
 from dlrt_ref.train.loop import evaluate
 
@@ -75,8 +76,10 @@ def _evaluate(path, manifest, opts, folder, args) -> int:
     load_checkpoint(path, trainer)
     data = train_cli.load_data(opts, folder, test_only=True)
     validate_dataset(data, need_train=False)
-    test_loss, test_acc = evaluate(trainer.net, data.x_test, data.y_test, args.batch)
-    val_loss, val_acc = evaluate(trainer.net, data.x_val, data.y_val, args.batch)
+    aug = (manifest.get("config") or {}).get("augment")  # a run trained with --augment saw normalised images
+    norm = Augment.from_config(aug).normalise if aug else None
+    test_loss, test_acc = evaluate(trainer.net, data.x_test, data.y_test, args.batch, norm)
+    val_loss, val_acc = evaluate(trainer.net, data.x_val, data.y_val, args.batch, norm)
     result = {
         "checkpoint": str(path), "model": opts["model"], "method": opts["method"],
         "position": manifest.get("position"), "test_images": int(len(data.y_test)),

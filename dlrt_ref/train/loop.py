@@ -8,6 +8,12 @@
 * epoch e visits the training set in the order
   ``numpy.random.default_rng([seed, e]).permutation(n)`` — a pure function of
   (seed, e), so a resumed run sees the same batches without saving RNG state;
+* with ``augment`` (an :class:`~dlrt_ref.train.augment.Augment`, the thesis's
+  CIFAR crop/flip/normalisation), batch b of epoch e is augmented with
+  ``augment(x, step=e·n_batches + b)`` — its draw is again a pure function of
+  (the augmentation's seed, e, b), so a run and its resumed copy see the same
+  images; labels are not touched; evaluation sees ``augment.normalise(x)``.
+  Without it (the default) the batches are the data as they are;
 * after every epoch the network is evaluated on the validation set (if any)
   and the test set;
 * a :class:`History` records per step the loss (at the step's starting point),
@@ -99,10 +105,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch)]).permutation(n)
 
 
-def evaluate(net, x, y, batch_size: int = 1000) -> tuple:
+def evaluate(net, x, y, batch_size: int = 1000, transform=None) -> tuple:
     """Mean softmax cross-entropy and accuracy of ``net`` on host arrays (x, y), in batches.
 
-    Returns ``(loss, accuracy)`` as floats, or ``(None, None)`` for empty data.
+    ``transform``: applied to each batch on the network's backend before the forward (e.g.
+    :meth:`Augment.normalise <dlrt_ref.train.augment.Augment.normalise>` for a network trained on
+    normalised images). Returns ``(loss, accuracy)`` as floats, or ``(None, None)`` for empty data.
     """
     n = len(y)
     if n == 0:
@@ -116,6 +124,8 @@ def evaluate(net, x, y, batch_size: int = 1000) -> tuple:
     try:
         for i in range(0, n, batch_size):
             xb, yb = be.asarray(x[i : i + batch_size]), be.asarray(y[i : i + batch_size])
+            if transform is not None:
+                xb = transform(xb)
             logits = net.forward(xb)  # (b, C)
             total_loss += loss_fn.forward(logits, yb) * len(yb)
             correct += int(to_numpy((logits.argmax(axis=1) == yb).sum()))
@@ -182,7 +192,8 @@ def _nonfinite_param(net):
 
 def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: int = 50, out_dir=None,
         checkpoint_every: int | None = None, resume=None, eval_batch: int = 1000, on_epoch=None,
-        config: dict | None = None, log=None, divergence_factor: float | None = DIVERGENCE_FACTOR) -> History:
+        config: dict | None = None, log=None, divergence_factor: float | None = DIVERGENCE_FACTOR,
+        augment=None) -> History:
     """Train ``trainer`` on ``data`` for ``epochs`` epochs of mini-batches.
 
     Parameters
@@ -224,6 +235,10 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
         loss is about ln 10 = 2.3, so the threshold is a mean of about 230, which
         no converging run reaches; one spiking batch must exceed about 2300 to
         count). ``None`` or 0: only non-finite values count.
+    augment : Augment, optional
+        Training-batch augmentation (:class:`~dlrt_ref.train.augment.Augment`, or any object with
+        ``__call__(x, step)`` and ``normalise(x)``): batch b of epoch e becomes ``augment(x, e·n_batches + b)``
+        on the network's backend, evaluation uses ``augment.normalise``. None (default): no change to the data.
 
     Returns
     -------
@@ -246,6 +261,8 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
     be = net_backend(trainer.net)
     config = dict(config or {})
     config.setdefault("fit", {"epochs": epochs, "batch_size": batch_size, "seed": seed, "eval_batch": eval_batch})
+    if augment is not None and hasattr(augment, "to_config"):
+        config.setdefault("augment", augment.to_config())
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
     history, epoch0, batch0 = History(), 0, 0
@@ -290,6 +307,8 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
             for b in range(batch0 if epoch == epoch0 else 0, n_batches):
                 idx = order[b * batch_size : (b + 1) * batch_size]
                 xb, yb = be.asarray(data.x_train[idx]), be.asarray(data.y_train[idx])
+                if augment is not None:
+                    xb = augment(xb, epoch * n_batches + b)  # (B, C, H, W): cropped, flipped, normalised
                 t0 = time.perf_counter()
                 info = trainer.step(xb, yb)
                 be.synchronize()
@@ -316,7 +335,8 @@ def fit(trainer, data, epochs: int, batch_size: int, seed: int = 0, log_every: i
                                                                                       trainer.steps))
                 if checkpoint_every and trainer.steps % checkpoint_every == 0 and b + 1 < n_batches:
                     checkpoint(epoch, b + 1)
-            record = _epoch_record(trainer, data, history, epoch + 1, eval_batch)
+            record = _epoch_record(trainer, data, history, epoch + 1, eval_batch,
+                                   None if augment is None else augment.normalise)
             history.epochs.append(record)
             log(f"epoch {epoch + 1}/{epochs} done: train loss {_fmt(record['train_loss'])} "
                 f"val acc {_fmt(record['val_acc'])} test acc {_fmt(record['test_acc'])} ranks {record['ranks']} "
@@ -364,10 +384,10 @@ def _eta(history, epochs, n_batches, step) -> str:
     return f", about {sec / 60:.1f} min left" if sec >= 60 else f", about {sec:.0f} s left"
 
 
-def _epoch_record(trainer, data, history, epoch, eval_batch) -> dict:
+def _epoch_record(trainer, data, history, epoch, eval_batch, transform=None) -> dict:
     steps = [s for s in history.steps if s["epoch"] == epoch]
-    val_loss, val_acc = evaluate(trainer.net, data.x_val, data.y_val, eval_batch)
-    test_loss, test_acc = evaluate(trainer.net, data.x_test, data.y_test, eval_batch)
+    val_loss, val_acc = evaluate(trainer.net, data.x_val, data.y_val, eval_batch, transform)
+    test_loss, test_acc = evaluate(trainer.net, data.x_test, data.y_test, eval_batch, transform)
     return {
         "epoch": epoch,
         "train_loss": float(np.mean([s["loss"] for s in steps])) if steps else None,

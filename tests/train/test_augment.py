@@ -55,3 +55,101 @@ def test_bad_arguments(kw, match):
         Augment(**args)
     with pytest.raises(ValueError, match="images"):
         Augment([0], [1])(_images(), 0)  # 3 channels for a 1-channel normalisation
+
+
+def test_chunked_channel_stats_equal_the_direct_float64_ones(monkeypatch):
+    import dlrt_ref.train.augment as A
+    x = (_images(B=37, C=3, H=4, W=4, seed=5) * 255).astype(np.uint8)
+    monkeypatch.setattr(A, "_CHUNK", 5)  # 8 chunks, the last one short
+    mean, std = channel_stats(x)
+    ref = x.astype(np.float64)
+    np.testing.assert_allclose(mean, ref.mean(axis=(0, 2, 3)), rtol=1e-13)
+    np.testing.assert_allclose(std, ref.std(axis=(0, 2, 3)), rtol=1e-12)
+
+
+def test_config_round_trip_and_the_training_set_constructor():
+    x = _images(B=20, seed=4) * 2
+    aug = Augment.for_training_set(x, seed=9)
+    assert aug.pad == 4 and aug.flip and aug.seed == 9
+    back = Augment.from_config(aug.to_config())
+    np.testing.assert_array_equal(back(x, 5), aug(x, 5))
+    np.testing.assert_allclose(aug.normalise(x).mean(axis=(0, 2, 3)), 0, atol=1e-5)
+
+
+# ---- the augmentation inside fit (dlrt_ref.train.loop) ----------------------------------------------------------
+
+def _cifar_like(n=24, n_test=10, seed=0):
+    from dlrt_ref.data.splits import make_dataset
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n + n_test, 3, 8, 8), dtype=np.uint8)
+    y = np.arange(n + n_test) % 3
+    return make_dataset("tiny", x[:n], y[:n], x[n:], y[n:], flatten=False, dtype=np.float32, validation=0, seed=0,
+                        subset=None, test_subset=None, classes=("a", "b", "c"))
+
+
+def _recording_fit(data, aug, epochs=2, batch=8, seed=0):
+    """fit a tiny dense net; return the (x, y) batches its trainer was given and the history."""
+    from dlrt_ref.nn.layers import Dense, Flatten
+    from dlrt_ref.nn.network import Sequential
+    from dlrt_ref.train.baselines import dense_trainer
+    from dlrt_ref.train.loop import fit
+    from dlrt_ref.train.optim import SGD
+    net = Sequential([Flatten(), Dense(3 * 8 * 8, 3, seed=np.random.default_rng(1))])
+    trainer = dense_trainer(net, SGD(0.01))
+    seen, step = [], trainer.step
+
+    def record(x, y):
+        seen.append((np.array(x, copy=True), np.array(y, copy=True)))
+        return step(x, y)
+
+    trainer.step = record
+    hist = fit(trainer, data, epochs, batch, seed=seed, log_every=0, log=lambda line: None, augment=aug)
+    return seen, hist, trainer
+
+
+def test_fit_gives_each_batch_its_position_draw_and_leaves_the_labels():
+    from dlrt_ref.train.loop import epoch_order
+    data = _cifar_like()
+    aug = Augment.for_training_set(data.x_train, seed=3)
+    seen, _, _ = _recording_fit(data, aug, epochs=2, batch=8)
+    n_batches = 3
+    assert len(seen) == 2 * n_batches
+    for e in range(2):
+        order = epoch_order(len(data.y_train), 0, e)
+        for b in range(n_batches):
+            idx = order[b * 8 : (b + 1) * 8]
+            x, y = seen[e * n_batches + b]
+            np.testing.assert_array_equal(y, data.y_train[idx])  # labels untouched, in the shuffle's order
+            np.testing.assert_array_equal(x, aug(data.x_train[idx], e * n_batches + b))
+
+
+def test_fit_augmentation_is_reproducible_and_new_every_epoch():
+    from dlrt_ref.train.loop import epoch_order
+    data = _cifar_like()
+    aug = Augment.for_training_set(data.x_train, seed=3)
+    a, hist_a, _ = _recording_fit(data, aug, epochs=2, batch=24)  # one batch per epoch
+    b, hist_b, _ = _recording_fit(data, Augment.for_training_set(data.x_train, seed=3), epochs=2, batch=24)
+    for (xa, ya), (xb, yb) in zip(a, b):  # same seed: the same batches, the same run
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert [s["loss"] for s in hist_a.steps] == [s["loss"] for s in hist_b.steps]
+    c, _, _ = _recording_fit(data, Augment.for_training_set(data.x_train, seed=4), epochs=2, batch=24)
+    assert not np.array_equal(a[0][0], c[0][0])  # another augmentation seed: other crops and flips
+    # the same image in epochs 1 and 2 (undo the shuffles): a different crop or flip for most images
+    inv = [np.argsort(epoch_order(24, 0, e)) for e in range(2)]
+    e1, e2 = a[0][0][inv[0]], a[1][0][inv[1]]
+    differs = [not np.array_equal(e1[i], e2[i]) for i in range(24)]
+    assert sum(differs) >= 20, differs  # P(same offsets and flip) = 1/162 per image
+
+
+def test_fit_evaluates_on_normalised_images_and_without_augment_is_unchanged():
+    from dlrt_ref.train.loop import evaluate
+    data = _cifar_like()
+    aug = Augment.for_training_set(data.x_train, seed=3)
+    _, hist, trainer = _recording_fit(data, aug, epochs=1)
+    loss, acc = evaluate(trainer.net, data.x_test, data.y_test, transform=aug.normalise)
+    assert hist.epochs[-1]["test_loss"] == loss and hist.epochs[-1]["test_acc"] == acc
+    assert evaluate(trainer.net, data.x_test, data.y_test)[0] != loss  # the raw images give another loss
+    plain, hist0, _ = _recording_fit(data, None, epochs=1)
+    from dlrt_ref.train.loop import epoch_order
+    np.testing.assert_array_equal(plain[0][0], data.x_train[epoch_order(24, 0, 0)[:8]])  # the data as they are

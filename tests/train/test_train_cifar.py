@@ -83,3 +83,42 @@ def test_evaluate_reads_a_cifar_checkpoint(tmp_path, capsys):
                  "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["test_images"] == 6 and len(res["ranks"]) == 3
+
+
+def test_cifar_trains_augmented_by_default_and_says_so_and_evaluate_normalises(tmp_path, capsys):
+    _folder(tmp_path / "data")
+    data = str(tmp_path / "data")
+    common = ["--model", "lenet5-cifar", "--data-dir", data, "--batch-size", "10", "--optimizer", "sgd", "--lr",
+              "0.01", "--log-every", "0", "--json"]
+    assert main(["train", *common, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    cap = capsys.readouterr()
+    start = cap.err.splitlines()[0]
+    assert "; CIFAR-10 (" in start and "MNIST" not in start.split(" (")[0]  # the data set by name, before the data load:
+    assert "50000 train / 0 val / 10000 test images, augmented" in start  # so its nominal sizes
+    res = json.loads(cap.out)
+    assert res["config"]["run"]["augment"] is True
+    aug = res["config"]["augment"]
+    assert aug["pad"] == 4 and aug["flip"] and aug["seed"] == 0 and len(aug["mean"]) == len(aug["std"]) == 3
+    assert 0.3 < aug["mean"][0] < 0.7 and 0.2 < aug["std"][0] < 0.4  # uniform bytes scaled to [0, 1]
+    assert main(["evaluate", str(tmp_path / "run"), "--data-dir", data, "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["test_loss"] == pytest.approx(res["test_loss"], rel=1e-6)  # on normalised images, as in training
+    # resuming keeps the augmentation; asking for the other setting is refused
+    assert main(["train", "--resume", str(tmp_path / "run" / "checkpoint.npz"), "--no-augment", "--epochs", "2",
+                 "--out", str(tmp_path / "run"), "--quiet"]) == 2
+    assert "--augment False differs from the checkpoint's True" in capsys.readouterr().err
+    assert main(["train", *common, "--no-augment", "--epochs", "1"]) == 0
+    cap = capsys.readouterr()
+    assert "CIFAR-10 (" in cap.err.splitlines()[0] and "not augmented" in cap.err.splitlines()[0]
+    assert "augment" not in json.loads(cap.out)["config"]
+
+
+@pytest.mark.parametrize("argv,code,fragment", [
+    (["--model", "mlp", "--augment"], 2, "--augment is for --dataset cifar10/cifar100"),
+    (["--model", "resnet20", "--dataset", "cifar10", "--data-dir", "/nonexistent"], 2,
+     "--data-dir /nonexistent is not a folder"),
+])
+def test_augment_on_mnist_and_a_missing_data_dir_are_one_line(argv, code, fragment, capsys):
+    assert main(["train", *argv]) == code
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and fragment in err and "Traceback" not in err, err
