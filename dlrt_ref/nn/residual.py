@@ -79,9 +79,10 @@ class Residual:
         return dx + (dy if self.shortcut is None else self._back(self.shortcut, dy))  # + J_S^T Δ
 
     def copy_with(self, copy_layer) -> "Residual":
-        """An independent copy, each child copied by ``copy_layer``."""
+        """An independent copy, each child copied by ``copy_layer`` in the order of :meth:`children`."""
+        branch = [copy_layer(l) for l in self.branch]
         short = None if self.shortcut is None else [copy_layer(l) for l in self.shortcut]
-        new = Residual([copy_layer(l) for l in self.branch], short)
+        new = Residual(branch, short)
         new.training = self.training
         return new
 

@@ -20,13 +20,12 @@ Every trainer has ``.net``, ``.opt``, ``.step(x, y) -> StepInfo`` and ``.ranks()
 """
 from __future__ import annotations
 
-import copy
 import time
 
 from dlrt_ref.nn.conv import Conv2d, LowRankConv2d
 from dlrt_ref.nn.layers import Dense
 from dlrt_ref.nn.lowrank_layers import LowRankLinear
-from dlrt_ref.nn.network import Sequential
+from dlrt_ref.nn.network import Sequential, copy_layer
 from dlrt_ref.train.dlrt import DLRT, StepInfo, Trainer
 from dlrt_ref.train.optim import Optimizer
 
@@ -111,14 +110,6 @@ class SOnlyTrainer(_FactorTrainer):
         return StepInfo(loss, 1, self.ranks(), time.perf_counter() - t0)
 
 
-def _copy_layer(layer):
-    """A copy with its own parameter arrays (backend modules are shared, caches dropped)."""
-    new = copy.copy(layer)
-    new.params = {k: v.copy() for k, v in layer.params.items()}
-    new.grads, new._cache = {}, None
-    return new
-
-
 def svd_truncate(dense_net, ranks) -> Sequential:
     """A low-rank copy of a trained network: each weight replaced by its truncated SVD.
 
@@ -127,25 +118,40 @@ def svd_truncate(dense_net, ranks) -> Sequential:
     dense_net : Sequential
         Left unchanged.
     ranks : list
-        One entry per weight layer (Dense, Conv2d) in forward order: an int
-        (replace by ``LowRankLinear/LowRankConv2d.from_dense`` of that rank) or
-        None (keep the layer dense, e.g. the classifier).
+        One entry per dense weight layer (Dense, Conv2d) in the order of ``dense_net.flat_layers()``, that is
+        forward order with the layers of a residual block in place (its branch, then its shortcut): an int
+        (replace by ``LowRankLinear/LowRankConv2d.from_dense`` of that rank) or None (keep the layer dense, e.g.
+        the classifier). Layers that are already low-rank keep their factors and take no entry.
 
     Returns
     -------
     Sequential
-        A new network (parameters copied, the input network unchanged); biases are copied. Retrain it with
+        A new network: every layer copied by :func:`~dlrt_ref.nn.network.copy_layer` (biases, BatchNorm's
+        parameters and running statistics, Dropout's p and seed, the training mode), residual blocks rebuilt
+        around their converted layers; the input network is unchanged. Retrain it with
         ``DLRT(net, opt, method="bug")`` (fixed rank).
     """
-    net = Sequential([_copy_layer(l) for l in dense_net.layers])
-    slots = [k for k, l in enumerate(net.layers) if isinstance(l, (Dense, Conv2d))]
+    slots = [l for l in dense_net.flat_layers() if isinstance(l, (Dense, Conv2d))]
     ranks = list(ranks)
     if len(ranks) != len(slots):
         raise ValueError(f"svd_truncate: {len(slots)} weight layers, got {len(ranks)} ranks: {ranks}")
-    for k, r in zip(slots, ranks):
+    todo = iter(ranks)
+
+    def convert(layer):  # copy_layer, with the weight layers replaced (containers call it on their children)
+        if hasattr(layer, "copy_with"):
+            return layer.copy_with(convert)  # a residual block: its branch, then its shortcut
+        new = copy_layer(layer)
+        if not isinstance(layer, (Dense, Conv2d)):
+            return new
+        r = next(todo)
         if r is None:
-            continue
-        layer = net.layers[k]
+            return new
         cls = LowRankConv2d if isinstance(layer, Conv2d) else LowRankLinear
-        net.layers[k] = cls.from_dense(layer, int(r))
+        low = cls.from_dense(new, int(r))
+        if hasattr(new, "training"):
+            low.training = new.training
+        return low
+
+    net = Sequential([convert(l) for l in dense_net.layers])
+    net.training = dense_net.training
     return net

@@ -3,7 +3,10 @@ import numpy as np
 import pytest
 
 from dlrt_ref.data import teacher_student
-from dlrt_ref.nn import Conv2d, LowRankConv2d, LowRankLinear, SoftmaxCrossEntropy, lenet5, mlp
+from dlrt_ref.nn import (BatchNorm2d, Conv2d, Dense, Dropout, LowRankConv2d, LowRankLinear, SoftmaxCrossEntropy,
+                         lenet5, mlp)
+from dlrt_ref.nn.cifar_models import alexnet, resnet20
+from dlrt_ref.nn.residual import Residual
 from dlrt_ref.train.baselines import SOnlyTrainer, UVTrainer, dense_trainer, svd_truncate
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.loop import evaluate, fit
@@ -106,3 +109,55 @@ def test_uv_learns(data):
     h = fit(UVTrainer(net, Adam(1e-2)), data, 3, 32, log_every=0, log=lambda s: None)
     assert h.epochs[-1]["train_loss"] < h.epochs[0]["train_loss"]
     assert isinstance(net.layers[0], LowRankLinear)
+
+
+def _weights(net):
+    return [l for l in net.flat_layers() if isinstance(l, (Conv2d, Dense))]
+
+
+def test_svd_truncate_converts_the_layers_inside_residual_blocks_and_carries_batchnorm():
+    dense = resnet20(lowrank="none", width=1 / 16, dtype=np.float64, seed=3)
+    g = np.random.default_rng(0)
+    x = g.standard_normal((3, 3, 32, 32))
+    for k in range(2):  # move the running statistics away from (0, 1)
+        dense.begin_step(k)
+        dense.forward(x + k)
+    full = [min(l.n_out, l.n_in) for l in _weights(dense)]
+    assert len(full) == 22  # 19 convolutions + 2 projections + the output layer
+    low = svd_truncate(dense, full[:-1] + [None])
+    assert len(low.lowrank_layers()) == 21 and isinstance(low.flat_layers()[-1], Dense)
+    blocks = [l for l in low.layers if isinstance(l, Residual)]
+    assert all(isinstance(c, LowRankConv2d) for blk in blocks for c in blk.children() if not isinstance(
+        c, BatchNorm2d) and hasattr(c, "stride"))
+    bns = [(a, b) for a, b in zip(dense.flat_layers(), low.flat_layers()) if isinstance(a, BatchNorm2d)]
+    assert len(bns) == 21
+    for a, b in bns:  # running statistics and BN parameters copied, not shared
+        for k in ("running_mean", "running_var"):
+            np.testing.assert_array_equal(a.state[k], b.state[k])
+            assert a.state[k] is not b.state[k]
+        assert a.params["gamma"] is not b.params["gamma"]
+    dense.begin_step(2)
+    low.begin_step(2)  # a new step for both: each updates its running statistics once, alike
+    for mode in (True, False):  # full rank: the same function, in training (batch statistics) and eval mode
+        dense.train(mode)
+        low.train(mode)
+        np.testing.assert_allclose(low.forward(x), dense.forward(x), rtol=1e-9, atol=1e-9)
+    before = [a.state["running_mean"].copy() for a, _ in bns]
+    low.train()
+    low.begin_step(5)
+    low.forward(x * 2)  # a step of the copy
+    assert all(np.array_equal(m, a.state["running_mean"]) for m, (a, _) in zip(before, bns))  # dense untouched
+    assert not np.allclose(bns[0][1].state["running_mean"], before[0])
+
+
+def test_svd_truncate_carries_dropout():
+    dense = alexnet(lowrank="none", width=1 / 16, dtype=np.float64, seed=4)
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32))
+    full = [min(l.n_out, l.n_in) for l in _weights(dense)]
+    low = svd_truncate(dense, full[:-1] + [None])
+    drops = [l for l in low.flat_layers() if isinstance(l, Dropout)]
+    assert drops and [(d.p, d.seed) for d in drops] == [(d.p, d.seed) for d in dense.flat_layers()
+                                                        if isinstance(d, Dropout)]
+    dense.begin_step(7)
+    low.begin_step(7)  # the same masks: the same function in training mode
+    np.testing.assert_allclose(low.forward(x), dense.forward(x), rtol=1e-9, atol=1e-9)
