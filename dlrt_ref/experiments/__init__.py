@@ -43,6 +43,8 @@ EXPERIMENTS = {
                        "[P] ranks of the 4 layers vs epochs, 784-200x4-10, one panel per tau"),
     "lenet_tau": ("dlrt_ref.experiments.lenet_tau",
                   "[T] LeNet5 ra-bug: accuracy, c.r. (thesis-test, eval, train) and ranks vs tau"),
+    "lenet_paper": ("dlrt_ref.experiments.lenet_paper",
+                    "[P] LeNet5, every layer low-rank (fc2 at rank 10), 0.45 tau on linear layers: acc/ranks/c.r. vs tau"),
     "acc_vs_cr": ("dlrt_ref.experiments.acc_vs_cr",
                   "[T] fixed-rank LeNet5: accuracy vs layer-wise compression ratio"),
     "dlrt_vs_uv": ("dlrt_ref.experiments.dlrt_vs_uv",

@@ -195,11 +195,20 @@ class DLRT(Trainer):
     ortho : {"householder", "cholqr2"}
         Orthonormalisation of the K and L bases.
     loss : object with forward(logits, y) and backward(); default softmax cross-entropy.
+    layer_rules : list or None
+        Per-layer changes to the truncation rule (rank-adaptive methods only): one entry per
+        low-rank layer, in forward order (``net.lowrank_layers()``), each None (the global rule)
+        or a dict with any of ``tau_factor`` (a number > 0 multiplying the tolerance of that layer:
+        τ for ``"relative"``, ϑ for ``"absolute"``, c for ``"step"``), ``r_min`` and ``r_max``
+        (that layer's rank bounds). A layer at **fixed rank** r inside an adaptive network is
+        ``{"r_min": r, "r_max": r}``: it is augmented and truncated back to exactly r at every
+        step. Schotthöfer et al. 2022 (LeNet5 table) use 0.45τ on the linear layers and keep the
+        last layer at rank 10 (:mod:`dlrt_ref.experiments.lenet_paper`).
     """
 
     def __init__(self, net, optimizer: Optimizer, method: str = "ra-bug", tau: float = 0.1, r_min: int = 2,
                  r_max=None, compat_2022_truncation: bool = False, ortho: str = "householder", loss=None,
-                 tol_rule: str = "relative", theta=None):
+                 tol_rule: str = "relative", theta=None, layer_rules=None):
         if method not in TRAIN_METHODS:
             raise ValueError(f"unknown DLRT method {method!r}; expected one of {TRAIN_METHODS}")
         if tol_rule not in TOL_RULES:
@@ -226,6 +235,7 @@ class DLRT(Trainer):
         self.compat = bool(compat_2022_truncation)
         self.ortho = ortho
         self.tol_rule, self.theta = tol_rule, None if theta is None else float(theta)
+        self.layer_rules = self._check_layer_rules(layer_rules)
 
     # -- pieces ---------------------------------------------------------------
     @staticmethod
@@ -233,12 +243,49 @@ class DLRT(Trainer):
         """⌊min(m, n)/2⌋ (at least 1): the rank cap when ``r_max`` is None."""
         return max(1, min(shape) // 2)
 
-    def _rule(self, layer) -> dict:
+    def _check_layer_rules(self, rules):
+        """``layer_rules`` as a list of dicts (one per low-rank layer), or None; bad input is a one-line error."""
+        if rules is None:
+            return None
+        if self.method not in ADAPTIVE:
+            raise ValueError(f"DLRT: layer_rules needs a rank-adaptive method, got method={self.method!r}")
+        rules = list(rules)
+        if len(rules) != len(self.layers):
+            raise ValueError(f"DLRT: layer_rules needs one entry per low-rank layer ({len(self.layers)}), "
+                             f"got {len(rules)}")
+        out = []
+        for i, rule in enumerate(rules):
+            rule = dict(rule or {})
+            bad = set(rule) - {"tau_factor", "r_min", "r_max"}
+            if bad:
+                raise ValueError(f"DLRT: layer_rules[{i}] has unknown keys {sorted(bad)}; "
+                                 f"expected tau_factor, r_min, r_max")
+            f = rule.get("tau_factor", 1.0)
+            if isinstance(f, (bool, np.bool_)) or not isinstance(f, (int, float, np.integer, np.floating)) \
+                    or not (np.isfinite(f) and f > 0):
+                raise ValueError(f"DLRT: layer_rules[{i}]['tau_factor'] must be a finite number > 0, got {f!r}")
+            if self.tol_rule == "relative" and not f * self.tau < 1:
+                raise ValueError(f"DLRT: layer_rules[{i}]: tau_factor*tau must be < 1, got {f}*{self.tau}")
+            for name in ("r_min", "r_max"):
+                r = rule.get(name)
+                if r is not None and (isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer)) or r < 1):
+                    raise ValueError(f"DLRT: layer_rules[{i}]['{name}'] must be an integer >= 1, got {r!r}")
+            if rule.get("r_min") is not None and rule.get("r_max") is not None and rule["r_max"] < rule["r_min"]:
+                raise ValueError(f"DLRT: layer_rules[{i}]: r_max ({rule['r_max']}) must be >= r_min ({rule['r_min']})")
+            out.append({k: (float(v) if k == "tau_factor" else int(v)) for k, v in rule.items()})
+        return out
+
+    def _rule(self, layer, i: int) -> dict:
+        """The truncation rule of low-rank layer ``i`` (``layer``): the global one, changed by ``layer_rules[i]``."""
         if self.method not in ADAPTIVE:
             return {}
-        r_max = self.r_max if self.r_max is not None else self.default_r_max(layer.shape)
-        tol = {"relative": dict(tau=self.tau), "absolute": dict(theta=self.theta), "step": dict(c_step=self.theta)}
-        return dict(tol[self.tol_rule], r_min=min(self.r_min, r_max), r_max=r_max, compat_2022=self.compat)
+        own = self.layer_rules[i] if self.layer_rules is not None else {}
+        f = own.get("tau_factor", 1.0)  # this layer's factor on the tolerance (1: the global rule)
+        r_max = own.get("r_max", self.r_max if self.r_max is not None else self.default_r_max(layer.shape))
+        r_min = own.get("r_min", self.r_min)
+        tol = dict(tau=f * self.tau) if self.tol_rule == "relative" else \
+            {"absolute": dict(theta=f * self.theta), "step": dict(c_step=f * self.theta)}[self.tol_rule]
+        return dict(tol, r_min=min(r_min, r_max), r_max=r_max, compat_2022=self.compat)
 
     def config(self) -> dict:
         """The settings that define the step (stored in and checked against checkpoints)."""
@@ -246,6 +293,8 @@ class DLRT(Trainer):
                "ortho": self.ortho, "compat_2022_truncation": self.compat}
         if self.tol_rule != "relative":  # only then: checkpoints of the default rule keep their old keys
             cfg.update(tol_rule=self.tol_rule, theta=self.theta)
+        if self.layer_rules is not None:  # likewise only when given
+            cfg["layer_rules"] = self.layer_rules
         return cfg
 
     # -- one step -------------------------------------------------------------
@@ -286,7 +335,7 @@ class DLRT(Trainer):
         stages = STAGES[self.method]
         generators = [
             stages(t0=0.0, Y0=LowRankMatrix(l.U, l.S, l.V), h=self.opt.lr, substep=self.opt.substep(i),
-                   ortho=self.ortho, lin=None, **self._rule(l))
+                   ortho=self.ortho, lin=None, **self._rule(l, i))
             for i, l in enumerate(layers)
         ]
         if generators:
