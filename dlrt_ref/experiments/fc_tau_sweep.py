@@ -15,19 +15,27 @@ for d = 784, the library default that leaves room to augment — the paper's
 initial spectrum. Reported row: the epoch of minimum validation loss (the
 published table was taken at the end of training).
 
-Budget. ``full``: d = 500 with the 8 τ of the table, d = 784 with
-τ ∈ {0.07, 0.11, 0.15} (a 784-wide step at rank ~300 costs ~1.5 s), each with
-the dense net, 1 seed, ``EPOCHS_FULL`` = 2 epochs on the 50k split (no
-fine-tuning phase) — 13.0 min measured on one core. ``quick``: d ∈ {64, 96}, 3 τ, 1 epoch on a
-2000-image stratified subset. The long-run rank behaviour is measured in
-``rank_evolution`` (d = 200).
+Adam's optimiser state follows the bases with the library's default policy
+``"transport"`` (:mod:`dlrt_ref.train.optim`; a run's config may name another,
+``state_policy``, which :mod:`~dlrt_ref.experiments.adam_state_policy` uses);
+every run records its policy.
+
+Budget. ``full``: d = 500 and d = 784, each with the 8 τ of the table and the
+dense net (issue 16 §3; a 784-wide step at rank ~390 costs ~1.2 s on one
+core), 1 seed, ``EPOCHS_FULL`` = 2 epochs on the 50k split (no fine-tuning
+phase). ``quick``: d ∈ {64, 96}, 3 τ, 3 epochs on a 2000-image stratified
+subset. Seed bands at d = 500 are :mod:`~dlrt_ref.experiments.fc_seed_bands`;
+the long-run rank behaviour is measured in ``rank_evolution`` (d = 200).
 """
 from __future__ import annotations
+
+import subprocess
+from pathlib import Path
 
 import numpy as np
 
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, serial_runner
+from dlrt_ref.experiments.runs import RunSpec, code_digest, serial_runner
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, train_record
 from dlrt_ref.nn import mlp
 from dlrt_ref.train.baselines import dense_trainer
@@ -40,15 +48,15 @@ EPOCHS_FULL = 2
 PRESETS = {
     "quick": dict(widths=[64, 96], taus=[0.05, 0.11, 0.17], epochs=3, subset=2000, test_subset=1000,
                   validation="last:500", seed=0),
-    "full": dict(widths=[500, 784], taus={500: TAUS, 784: [0.07, 0.11, 0.15]}, epochs=EPOCHS_FULL,
-                 subset=None, test_subset=None, validation="last", seed=0),
+    "full": dict(widths=[500, 784], taus=TAUS, epochs=EPOCHS_FULL, subset=None, test_subset=None,
+                 validation="last", seed=0),
     # [P] Sec. 6.1 / published_results.md "[P] Fully-connected MNIST": both widths at all 8 tau, 250 adaptive
     # epochs on the 50k split (the 100 fixed-rank fine-tuning epochs are not part of this module), 1 run per row
     "paper": dict(widths=[500, 784], taus=TAUS, epochs=250, subset=None, test_subset=None, validation="last",
                   seed=0),
 }
 KNOBS = {"epochs": ["epochs"], "subset": ["subset"], "taus": ["taus"]}
-KNOBS_NOTE = "one seed per row; seed bands are issue 16 section 2"
+KNOBS_NOTE = "one seed per row; seed bands at d = 500: fc_seed_bands"
 
 
 def count_runs(cfg) -> int:
@@ -83,20 +91,35 @@ def specs(cfg, backend: str) -> list:
             for d in cfg["widths"] for tau in [None] + list(_taus(cfg, d))]
 
 
+def code_commit() -> dict:
+    """The code a run was made with: ``git rev-parse HEAD``, the package's source digest
+    (:func:`~dlrt_ref.experiments.runs.code_digest`) and the package files that differ from HEAD."""
+    root = Path(__file__).resolve().parents[2]
+    git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True)  # noqa: E731
+    head = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--", "dlrt_ref")
+    return {"commit": head.stdout.strip() if head.returncode == 0 else None, "code_digest": code_digest(),
+            "uncommitted": sorted(line[3:] for line in dirty.stdout.splitlines()) if dirty.returncode == 0 else None}
+
+
 def run_one(c: dict, tag: str) -> dict:
-    """One run of 784-d×4-10: dense (``tau`` None) or ra-bug at ``tau``; the record plus the chosen row."""
+    """One run of 784-d×4-10: dense (``tau`` None) or ra-bug at ``tau``; the record plus the chosen row.
+
+    ``c["state_policy"]`` (default ``"transport"``): Adam's state policy (:mod:`dlrt_ref.train.optim`).
+    """
     d, tau, seed, backend = c["d"], c["tau"], c["seed"], c["backend"]
+    policy = c.get("state_policy", "transport")
     widths = [784, d, d, d, d, 10]
     data = load_dataset("mnist", True, c["validation"], seed, c["subset"], c["test_subset"])
     if tau is None:
-        trainer = dense_trainer(mlp(widths, seed=seed, backend=backend), Adam(LR))
+        trainer = dense_trainer(mlp(widths, seed=seed, backend=backend), Adam(LR, state_policy=policy))
     else:
         caps = [min(a, b) // 2 for a, b in zip(widths[:-2], widths[1:-1])]
         net = mlp(widths, ranks=caps + [None], seed=seed, backend=backend)
-        trainer = DLRT(net, Adam(LR), method="ra-bug", tau=tau)
+        trainer = DLRT(net, Adam(LR, state_policy=policy), method="ra-bug", tau=tau)
     rec = train_record(trainer, data, c["epochs"], BATCH, seed, tag)
     k = best_epoch(rec, "val_loss")
-    rec.update(best=k, test_acc_best=rec["test_acc"][k], ranks_best=rec["ranks"][k],
+    rec.update(state_policy=policy, best=k, test_acc_best=rec["test_acc"][k], ranks_best=rec["ranks"][k],
                cr_eval_best=rec["cr"][k]["cr_eval"], cr_train_paper_best=rec["cr"][k]["cr_train_paper"],
                params_eval_best=rec["params"][k]["eval"])
     return rec
@@ -106,6 +129,7 @@ def assemble(cfg, results: dict) -> dict:
     """The figure's data from the runs' results by key."""
     out = {"config": {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v) for k, v in cfg.items()}, "optimizer": "adam", "lr": LR, "batch": BATCH,
            "method": "ra-bug (correct truncation)", "row": "epoch of minimum validation loss",
+           "state_policy": "transport", "code": code_commit(),
            "cr_definitions": {"cr_eval": "eval", "cr_train_paper": "train-paper"},
            "budget": f"widths {cfg['widths']}, tau {cfg['taus']} + dense, 1 seed, "
                      f"{cfg['epochs']} epochs, train subset {cfg['subset'] or '50k'}",
