@@ -7,7 +7,8 @@ r = max(⌊(1−cr)·n·m/(n+m+1)⌋, 2) for every low-rank m×n weight (a convo
 the builder's starting rank ⌊min(m, n)/2⌋ (:mod:`dlrt_ref.nn.cifar_models`: the factors are cut to r before
 training), every hidden layer low-rank (``lowrank="all"``), output layer dense; fixed-rank DLRT with the
 unconventional integrator (``method="bug"``), SGD at [T]'s lr 0.05, batch 128, against the dense network.
-No augmentation (see :mod:`dlrt_ref.experiments.cifar_common`).
+Every preset trains with the thesis's CIFAR augmentation (crop 4, flip, per-channel normalisation:
+:func:`~dlrt_ref.experiments.cifar_common.make_augment`; the quick preset too, to exercise it).
 
 Presets. ``quick``: **synthetic data in CIFAR format** (tests only, never a result), LeNet5-CIFAR at width
 1/8, cr ∈ {0.5, 0.9} + dense, 1 epoch. ``full`` (chosen; needs CIFAR-10, in practice a GPU): LeNet5-CIFAR,
@@ -20,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from dlrt_ref.experiments.acc_vs_cr import BATCH, CRS, LR
-from dlrt_ref.experiments.cifar_common import SYNTHETIC_NOTE, build_model, load_data, require_data
+from dlrt_ref.experiments.cifar_common import (AUGMENTATION, SYNTHETIC_NOTE, build_model, load_data, make_augment,
+                                               require_data)
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.runs import RunSpec, serial_runner
 from dlrt_ref.experiments.train_common import mean_std, train_record
@@ -31,12 +33,13 @@ from dlrt_ref.train.optim import SGD
 NAME = "cifar_acc_vs_cr"
 PRESETS = {
     "quick": dict(dataset="synthetic", models=["lenet5_cifar"], width=0.125, crs=[0.5, 0.9], seeds=[0], epochs=1,
-                  subset=None, test_subset=None),
+                  subset=None, test_subset=None, augment=True),
     "full": dict(dataset="cifar10", models=["lenet5_cifar", "resnet20", "vgg16", "alexnet"], width=1.0,
-                 crs=[0.0, 0.5, 0.8, 0.9, 0.96], seeds=[0], epochs=5, subset=None, test_subset=None),
-    # [T]'s accuracy-vs-cr protocol (published_results.md: 10 epochs, batch 128, SGD 0.05, 5 runs) on CIFAR-10
+                 crs=[0.0, 0.5, 0.8, 0.9, 0.96], seeds=[0], epochs=5, subset=None, test_subset=None, augment=True),
+    # [T]'s accuracy-vs-cr protocol (published_results.md: 10 epochs, batch 128, SGD 0.05, 5 runs) on CIFAR-10,
+    # with [T]'s CIFAR augmentation
     "paper": dict(dataset="cifar10", models=["lenet5_cifar", "resnet20", "vgg16", "alexnet"], width=1.0, crs=CRS,
-                  seeds=[0, 1, 2, 3, 4], epochs=10, subset=None, test_subset=None),
+                  seeds=[0, 1, 2, 3, 4], epochs=10, subset=None, test_subset=None, augment=True),
 }
 KNOBS = {"epochs": ["epochs"], "seeds": ["seeds"], "subset": ["subset"]}
 KNOBS_NOTE = "fixed rank: the ranks come from the compression ratios"
@@ -54,7 +57,7 @@ def layer_rank(cr: float, m: int, n: int, r0: int) -> int:
 def specs(cfg, backend: str) -> list:
     require_data(cfg["dataset"])  # the one-line DataError before any run starts
     return [RunSpec(NAME, f"{m} cr={cr} seed={s}", dict(model=m, cr=cr, seed=s, backend=backend, **{
-        k: cfg[k] for k in ("dataset", "width", "epochs", "subset", "test_subset")}))
+        k: cfg[k] for k in ("dataset", "width", "epochs", "subset", "test_subset", "augment")}))
         for m in cfg["models"] for cr in [None] + cfg["crs"] for s in cfg["seeds"]]
 
 
@@ -62,14 +65,15 @@ def run_one(c: dict, tag: str) -> dict:
     """Dense (``cr`` None) or fixed-rank DLRT with every low-rank layer cut to [T]'s rank for ``cr``."""
     seed = c["seed"]
     data = load_data(c["dataset"], seed, c["subset"], c["test_subset"])
+    aug = make_augment(data, seed, c["augment"])
     if c["cr"] is None:
         net = build_model(c["model"], c["dataset"], "none", c["width"], seed, c["backend"])
-        return train_record(dense_trainer(net, SGD(LR)), data, c["epochs"], BATCH, seed, tag)
+        return train_record(dense_trainer(net, SGD(LR)), data, c["epochs"], BATCH, seed, tag, augment=aug)
     net = build_model(c["model"], c["dataset"], "all", c["width"], seed, c["backend"])
     for l in net.lowrank_layers():
         r = layer_rank(c["cr"], l.n_out, l.n_in, l.S.shape[0])
         l.set_factors(l.U[:, :r].copy(), l.S[:r, :r].copy(), l.V[:, :r].copy())  # (m, r), (r, r), (n, r)
-    rec = train_record(DLRT(net, SGD(LR), method="bug"), data, c["epochs"], BATCH, seed, tag)
+    rec = train_record(DLRT(net, SGD(LR), method="bug"), data, c["epochs"], BATCH, seed, tag, augment=aug)
     rec["initial_ranks"] = [int(l.S.shape[0]) for l in net.lowrank_layers()]
     return rec
 
@@ -88,7 +92,8 @@ def assemble(cfg, results: dict) -> dict:
     return {"dataset": cfg["dataset"], "synthetic": synthetic, "note": SYNTHETIC_NOTE if synthetic else
             "real CIFAR data", "models": cfg["models"], "width": cfg["width"], "crs": cfg["crs"],
             "seeds": cfg["seeds"], "epochs": cfg["epochs"], "optimizer": "sgd", "lr": LR, "batch": BATCH,
-            "method": "bug (fixed rank)", "augmentation": None, "row": "last epoch", "results": rows,
+            "method": "bug (fixed rank)",
+            "augmentation": AUGMENTATION if cfg["augment"] else None, "row": "last epoch", "results": rows,
             "published": None,
             "budget": f"{len(cfg['models'])} models x ({len(cfg['crs'])} cr + dense) x {len(cfg['seeds'])} seeds x "
                       f"{cfg['epochs']} epochs on {cfg['subset'] or 'all'} {cfg['dataset']} images, "

@@ -6,7 +6,9 @@ smooth random mean image plus noise. It says nothing about CIFAR and is never pr
 ``cifar10``/``cifar100`` are the official archives (:mod:`dlrt_ref.data.cifar`): not shipped; they are looked
 for in ``--data-dir`` / ``$DLRT_REF_DATA_DIR`` and the cache, and their absence is the loaders' one-line
 :class:`~dlrt_ref.data.idx.DataError`, raised by :func:`require_data` before any run starts.
-No augmentation: :func:`~dlrt_ref.train.loop.fit` has no per-batch hook for :mod:`dlrt_ref.train.augment`.
+Augmentation (:func:`make_augment`): the thesis's random crop with padding 4, horizontal flip and per-channel
+normalisation (:mod:`dlrt_ref.train.augment`), handed to :func:`~dlrt_ref.train.loop.fit` through
+``train_record(..., augment=)``; the presets say whether they use it (``augment``) and the JSON records it.
 """
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ import numpy as np
 from dlrt_ref.data.cifar import find_cifar, load_cifar10, load_cifar100
 from dlrt_ref.data.splits import make_dataset
 from dlrt_ref.nn.cifar_models import CIFAR_MODELS
+from dlrt_ref.train.augment import Augment
 
-__all__ = ["SYNTHETIC_NOTE", "synthetic_cifar", "load_data", "require_data", "build_model", "classes_of"]
+__all__ = ["SYNTHETIC_NOTE", "synthetic_cifar", "load_data", "require_data", "build_model", "classes_of",
+           "make_augment", "AUGMENTATION"]
 
 SYNTHETIC_NOTE = ("SYNTHETIC data in CIFAR format (generated in code, tests only): not CIFAR, not a result; "
                   "the real tables need --preset full/paper with the CIFAR archives in --data-dir")
@@ -55,6 +59,15 @@ def load_data(dataset: str, seed: int, subset, test_subset):
     if dataset == "synthetic":
         return synthetic_cifar(seed=seed, subset=subset, test_subset=test_subset)
     return _LOADERS[dataset](flatten=False, seed=seed, subset=subset, test_subset=test_subset)
+
+
+AUGMENTATION = ("random crop (zero padding 4), horizontal flip, per-channel normalisation by the training "
+                "split's mean and std ([T] ch. 5; dlrt_ref.train.augment), seeded by the run's seed")
+
+
+def make_augment(data, seed: int, on: bool):
+    """The run's :class:`~dlrt_ref.train.augment.Augment` for ``data``'s training split (None when ``on`` is False)."""
+    return Augment.for_training_set(data.x_train, pad=4, flip=True, seed=seed) if on else None
 
 
 def build_model(model: str, dataset: str, lowrank, width: float, seed: int, backend: str, rank=None):

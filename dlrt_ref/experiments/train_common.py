@@ -26,17 +26,18 @@ def load_dataset(name: str, flatten: bool, validation, seed: int, subset, test_s
     return loader(flatten=flatten, validation=validation, seed=seed, subset=subset, test_subset=test_subset)
 
 
-def train_record(trainer, data, epochs: int, batch: int, seed: int, tag: str) -> dict:
+def train_record(trainer, data, epochs: int, batch: int, seed: int, tag: str, augment=None) -> dict:
     """Train with :func:`~dlrt_ref.train.loop.fit`; return per-epoch lists (JSON-able).
 
     Keys: ``test_acc``, ``test_loss``, ``val_acc``, ``val_loss``, ``train_loss``,
     ``ranks`` (per epoch, list per low-rank layer), ``cr`` (per epoch, dict of
     every named c.r.), ``params`` (per epoch, dict), ``ms_per_step`` (median per
-    epoch), ``seconds`` (wall time of the run).
+    epoch), ``seconds`` (wall time of the run). ``augment``: passed to ``fit`` (the CIFAR experiments'
+    :class:`~dlrt_ref.train.augment.Augment`; None: the data as they are).
     """
     t0 = time.perf_counter()
     hist = fit(trainer, data, epochs, batch, seed=seed, log_every=0,
-               log=lambda line: print(f"[{tag}] {line}", flush=True))
+               log=lambda line: print(f"[{tag}] {line}", flush=True), augment=augment)
     E = hist.epochs
     seconds = time.perf_counter() - t0
     run_done(tag, seconds)

@@ -53,6 +53,21 @@ def test_acc_vs_cr_quick_keeps_the_thesis_ranks():
     assert rows["0.9"]["runs"][0]["initial_ranks"] == [cifar_acc_vs_cr.layer_rank(0.9, m, n, r0)
                                                         for m, n, r0 in ((2, 75, 1), (6, 50, 3), (62, 150, 31))]
     assert rows["0.9"]["cr_eval"] > rows["0.5"]["cr_eval"] > 0
+    assert "crop" in d["augmentation"] and "flip" in d["augmentation"]
+
+
+def test_acc_vs_cr_trains_with_the_augmentation_of_its_presets(monkeypatch):
+    from dlrt_ref.train.augment import Augment
+    assert all(cfg["augment"] for cfg in cifar_acc_vs_cr.PRESETS.values())  # quick, full and paper
+    given = []
+    monkeypatch.setattr(cifar_acc_vs_cr, "train_record",
+                        lambda *a, augment=None, **k: given.append(augment) or {"ranks": [[]]})
+    c = dict(model="lenet5_cifar", cr=0.5, seed=3, backend="numpy", dataset="synthetic", width=0.125, epochs=1,
+             subset=20, test_subset=10)
+    cifar_acc_vs_cr.run_one(dict(c, augment=True), "t")
+    cifar_acc_vs_cr.run_one(dict(c, cr=None, augment=False), "t")
+    assert isinstance(given[0], Augment) and given[0].pad == 4 and given[0].flip and given[0].seed == 3
+    assert given[1] is None
 
 
 @pytest.mark.parametrize("name", ["cifar_finetune", "cifar_acc_vs_cr"])
