@@ -64,3 +64,19 @@ def test_quick_preset_end_to_end(tmp_path):
 def test_band_is_ddof_1():
     assert LP.band([1.0, 2.0, 3.0]) == (2.0, 1.0)
     assert LP.band([0.5]) == (0.5, None)
+
+
+def test_lenet_band_quick_preset_end_to_end(tmp_path):
+    """The thesis LeNet5 seed bands (issue 16 §2): per-epoch and chosen-epoch mean ± std over the seeds, ddof = 1."""
+    from dlrt_ref.experiments import lenet_band as LB
+
+    assert "lenet_band" in EXPERIMENTS
+    data = LB.run("quick")
+    assert set(data["arms"]) == {"dense", "0.11"}
+    for arm in data["arms"].values():
+        accs = arm["test_acc_best_runs"]
+        assert len(accs) == len(data["seeds"]) == 2
+        assert arm["test_acc_best_std_ddof1"] == pytest.approx(abs(accs[0] - accs[1]) / np.sqrt(2))
+        assert len(arm["test_acc_epoch_mean"]) == data["epochs"]
+    assert all(math.isfinite(x) for x in json_numbers(data)) and "budget" in data
+    assert all(p.stat().st_size > 0 for p in LB.plot(data, tmp_path))
