@@ -1,7 +1,7 @@
 """``python -m dlrt_ref train``: train an MLP or LeNet5 on MNIST, or a CIFAR network, with DLRT or a baseline.
 
 The CIFAR networks (``--model vgg16|alexnet|resnet20|lenet5-cifar``, :mod:`dlrt_ref.nn.cifar_models` with
-their default low-rank layers; ``--dataset cifar10`` (default for them) or ``cifar100``) need the CIFAR
+their default low-rank layers, or ``--lowrank fc|all`` for the fully connected layers only or every layer; ``--dataset cifar10`` (default for them) or ``cifar100``) need the CIFAR
 archive or folder in ``--data-dir`` / ``$DLRT_REF_DATA_DIR`` or the cache; without it the command ends
 with one line saying where to put it (exit 1). They train with the thesis's augmentation by default
 (random crop with padding 4, horizontal flip, per-channel normalisation by the training split's mean and
@@ -48,7 +48,7 @@ from dlrt_ref.backend import available_backends
 from dlrt_ref.data import DATA_DIR_ENV, MNIST_FACTS, fashion_folder, load_mnist, mnist_folder
 from dlrt_ref.data import data_dir as env_data_dir
 from dlrt_ref.data import set_data_dir
-from dlrt_ref.data.cifar import find_cifar, load_cifar10, load_cifar100
+from dlrt_ref.data.cifar import CIFAR_ARCHIVES, find_cifar, load_cifar10, load_cifar100
 from dlrt_ref.data.splits import validation_size
 from dlrt_ref.errors import CommandError, UsageError
 from dlrt_ref.integrators import ADAPTIVE
@@ -104,7 +104,7 @@ ADAPTIVE_METHODS = tuple(m for m in METHODS if m in ADAPTIVE)  # ("ra-bug", "par
 # options that define a run; with --resume they come from the checkpoint
 RUN_OPTIONS = ("model", "dataset", "widths", "method", "tau", "rank", "r_min", "r_max", "optimizer", "lr", "batch_size",
                "backend", "dtype", "seed", "subset", "test_subset", "validation", "compat_2022_truncation", "ortho",
-               "dense_last", "init_spectrum", "state_policy", "tol_rule", "theta", "augment")
+               "dense_last", "init_spectrum", "state_policy", "tol_rule", "theta", "augment", "lowrank")
 
 
 def add_arguments(p) -> None:
@@ -149,6 +149,9 @@ def add_arguments(p) -> None:
     g.add_argument("--dense-last", dest="dense_last", action="store_true", default=None,
                    help="keep the classifier dense (default)")
     g.add_argument("--lowrank-last", dest="dense_last", action="store_false", help="factorise the classifier too")
+    a("--lowrank", choices=("fc", "all"), help="CIFAR models: which hidden layers are low-rank, the fully connected "
+      "ones (fc) or also every convolution (all), the thesis's two VGG variants; default: the builder's (fc for "
+      "vgg16/alexnet, all for resnet20/lenet5-cifar)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--augment", dest="augment", action="store_true", default=None,
                    help="CIFAR: random crop (pad 4), horizontal flip, per-channel normalisation, seeded by --seed "
@@ -219,6 +222,7 @@ def resolve(args) -> dict:
         saved.setdefault("theta", None)
         saved.setdefault("dataset", "mnist")  # checkpoints from before --dataset trained on MNIST
         saved.setdefault("augment", False)  # and checkpoints from before --augment without augmentation
+        saved.setdefault("lowrank", None)  # and the builders' default low-rank layers
         for k, v in given.items():
             if v != saved.get(k):
                 raise UsageError(f"--{k.replace('_', '-')} {v} differs from the checkpoint's {saved.get(k)}; "
@@ -250,6 +254,11 @@ def _check(run) -> None:
     if (run["model"] in CIFAR_CLI_MODELS) != (run["dataset"] != "mnist"):
         raise UsageError(f"--model {run['model']} does not fit --dataset {run['dataset']}: mlp/lenet5 train on mnist, "
                          f"{'/'.join(CIFAR_CLI_MODELS)} on cifar10/cifar100")
+    if run["lowrank"] is not None and run["model"] not in CIFAR_CLI_MODELS:
+        raise UsageError(f"--lowrank is for the CIFAR models ({'/'.join(CIFAR_CLI_MODELS)}); mlp/lenet5 take --rank "
+                         "and --dense-last/--lowrank-last")
+    if run["lowrank"] is not None and run["method"] == "dense":
+        raise UsageError("--lowrank does not apply to --method dense (no low-rank layer)")
     if run["augment"] and run["dataset"] == "mnist":
         raise UsageError("--augment is for --dataset cifar10/cifar100 (crop and flip do not suit digits)")
     if run["model"] == "mlp":
@@ -334,10 +343,12 @@ def build_trainer(run):
     kw = dict(ranks=ranks, backend=run["backend"], dtype=dtype, seed=run["seed"], spectrum=run["init_spectrum"])
     if run["model"] in CIFAR_CLI_MODELS:
         builder = CIFAR_MODELS[CIFAR_CLI_MODELS[run["model"]]]
-        # the builder's own low-rank choice (fc for VGG16/AlexNet, all for ResNet20/LeNet5); dense for --method dense
+        # --lowrank, else the builder's own choice (fc for VGG16/AlexNet, all for ResNet20/LeNet5); dense for
+        # --method dense
+        choice = "none" if run["method"] == "dense" else run.get("lowrank")
         net = builder(classes=100 if run["dataset"] == "cifar100" else 10, rank=run["rank"], backend=run["backend"],
                       dtype=dtype, seed=run["seed"], spectrum=run["init_spectrum"],
-                      **({"lowrank": "none"} if run["method"] == "dense" else {}))
+                      **({"lowrank": choice} if choice is not None else {}))
     else:
         net = mlp(_parse_widths(run["widths"]), **kw) if run["model"] == "mlp" else lenet5(**kw)
     opt = make_optimizer(run["optimizer"], run["lr"], state_policy=run["state_policy"])
@@ -376,7 +387,9 @@ def cifar_path(dataset, data_dir):
     Absent data: the loaders' one-line :class:`~dlrt_ref.data.idx.DataError` (exit 1) naming where to put it.
     """
     if data_dir is not None and not Path(data_dir).is_dir():
-        raise UsageError(f"--data-dir {data_dir} is not a folder")
+        archive, folder = CIFAR_ARCHIVES[dataset]
+        raise UsageError(f"--data-dir {data_dir} is not a folder; create it and put {archive} "
+                         f"(https://www.cs.toronto.edu/~kriz/cifar.html) or its extracted {folder}/ in it")
     if data_dir is not None:
         set_data_dir(data_dir)  # this process only: find_cifar and the error message look there
     found = find_cifar(dataset)

@@ -107,16 +107,20 @@ def test_cifar_trains_augmented_by_default_and_says_so_and_evaluate_normalises(t
     assert main(["train", "--resume", str(tmp_path / "run" / "checkpoint.npz"), "--no-augment", "--epochs", "2",
                  "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "--augment False differs from the checkpoint's True" in capsys.readouterr().err
-    assert main(["train", *common, "--no-augment", "--epochs", "1"]) == 0
+    assert main(["train", *common, "--no-augment", "--lowrank", "fc", "--epochs", "1"]) == 0
     cap = capsys.readouterr()
     assert "CIFAR-10 (" in cap.err.splitlines()[0] and "not augmented" in cap.err.splitlines()[0]
-    assert "augment" not in json.loads(cap.out)["config"]
+    res = json.loads(cap.out)
+    assert "augment" not in res["config"]
+    assert len(res["history"][0]["ranks"]) == 1  # --lowrank fc: LeNet5-CIFAR's fc1 only (default: conv1, conv2, fc1)
 
 
 @pytest.mark.parametrize("argv,code,fragment", [
     (["--model", "mlp", "--augment"], 2, "--augment is for --dataset cifar10/cifar100"),
+    (["--model", "lenet5", "--lowrank", "all"], 2, "--lowrank is for the CIFAR models"),
+    (["--model", "vgg16", "--method", "dense", "--lowrank", "all"], 2, "--lowrank does not apply to --method dense"),
     (["--model", "resnet20", "--dataset", "cifar10", "--data-dir", "/nonexistent"], 2,
-     "--data-dir /nonexistent is not a folder"),
+     "--data-dir /nonexistent is not a folder; create it and put cifar-10-python.tar.gz"),
 ])
 def test_augment_on_mnist_and_a_missing_data_dir_are_one_line(argv, code, fragment, capsys):
     assert main(["train", *argv]) == code
