@@ -1,8 +1,8 @@
 """``python -m dlrt_ref train``: train an MLP or LeNet5 on MNIST, or a CIFAR network, with DLRT or a baseline.
 
 The CIFAR networks (``--model vgg16|alexnet|resnet20|lenet5-cifar``, :mod:`dlrt_ref.nn.cifar_models` with
-their default low-rank layers, or ``--lowrank fc|all`` for the fully connected layers only or every layer; ``--dataset cifar10`` (default for them) or ``cifar100``) need the CIFAR
-archive or folder in ``--data-dir`` / ``$DLRT_REF_DATA_DIR`` or the cache; without it the command ends
+their default low-rank layers, or ``--lowrank fc|all`` for the fully connected layers only or every layer;
+``--dataset cifar10`` (default for them) or ``cifar100``) need the CIFAR archive or folder in ``--data-dir`` / ``$DLRT_REF_DATA_DIR`` or the cache; without it the command ends
 with one line saying where to put it (exit 1). They train with the thesis's augmentation by default
 (random crop with padding 4, horizontal flip, per-channel normalisation by the training split's mean and
 std: :mod:`dlrt_ref.train.augment`, seeded by ``--seed``); ``--no-augment`` trains on the plain images.
