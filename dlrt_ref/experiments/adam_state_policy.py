@@ -55,6 +55,7 @@ def _key(policy, tau, seed) -> str:
 
 def specs(cfg, backend: str) -> list:
     """One ra-bug run per (τ, policy, seed)."""
+    code_commit()  # the code at the start of the runs
     return [RunSpec(NAME, _key(policy, tau, seed), dict(
         d=cfg["d"], tau=tau, seed=seed, epochs=cfg["epochs"], subset=cfg["subset"], test_subset=cfg["test_subset"],
         validation=cfg["validation"], backend=backend, state_policy=policy))

@@ -55,6 +55,7 @@ def _arm(tau) -> str:
 
 def specs(cfg, backend: str) -> list:
     """One run per (arm, seed): the dense net, then ra-bug at each τ."""
+    code_commit()  # the code at the start of the runs
     return [RunSpec(NAME, f"{_arm(tau)} seed={seed}", dict(
         d=cfg["d"], tau=tau, seed=seed, epochs=cfg["epochs"], subset=cfg["subset"], test_subset=cfg["test_subset"],
         validation=cfg["validation"], backend=backend, state_policy="transport"))

@@ -85,21 +85,32 @@ def _taus(cfg, d):
 
 def specs(cfg, backend: str) -> list:
     """For each width: the dense run, then one ra-bug run per tau."""
+    code_commit()  # the code at the start of the runs
     return [RunSpec(NAME, f"d={d} tau={tau}", dict(d=d, tau=tau, seed=cfg["seed"], epochs=cfg["epochs"],
                                                   subset=cfg["subset"], test_subset=cfg["test_subset"],
                                                   validation=cfg["validation"], backend=backend))
             for d in cfg["widths"] for tau in [None] + list(_taus(cfg, d))]
 
 
+_CODE = None
+
+
 def code_commit() -> dict:
-    """The code a run was made with: ``git rev-parse HEAD``, the package's source digest
-    (:func:`~dlrt_ref.experiments.runs.code_digest`) and the package files that differ from HEAD."""
-    root = Path(__file__).resolve().parents[2]
-    git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True)  # noqa: E731
-    head = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--", "dlrt_ref")
-    return {"commit": head.stdout.strip() if head.returncode == 0 else None, "code_digest": code_digest(),
-            "uncommitted": sorted(line[3:] for line in dirty.stdout.splitlines()) if dirty.returncode == 0 else None}
+    """The code the runs were started with: ``git rev-parse HEAD``, the package's source digest
+    (:func:`~dlrt_ref.experiments.runs.code_digest`) and the package files that differ from HEAD.
+
+    Taken at the first call — each experiment's ``specs``, i.e. when its runs start — and kept.
+    """
+    global _CODE
+    if _CODE is None:
+        root = Path(__file__).resolve().parents[2]
+        git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True)  # noqa: E731
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--", "dlrt_ref")
+        _CODE = {"commit": head.stdout.strip() if head.returncode == 0 else None, "code_digest": code_digest(),
+                 "uncommitted": sorted(line[3:] for line in dirty.stdout.splitlines())
+                 if dirty.returncode == 0 else None}
+    return _CODE
 
 
 def run_one(c: dict, tag: str) -> dict:
