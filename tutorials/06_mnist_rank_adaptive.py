@@ -67,6 +67,21 @@ print(cfg, f"τ = {tau}, Adam lr = {lr}")
 # gradient flow; Adam does not — as lr → 0 it follows a coordinate-dependent, preconditioned flow — and
 # the robust error and descent bounds of DLRT cover exact and Euler/SGD sub-steps only. The dense runs
 # use the same optimiser, seed and batches.
+#
+# **How Adam's state follows the bases.** Adam's moments are written in the factors' coordinates:
+# K = US in the basis V, L in U, S in (U, V). When a step changes a basis from B to B', the matrix
+# $T = B^* B'$ (old × new) says how much of each new direction lies along each old one. The default
+# state policy `"transport"` maps the first moment as a vector, $m \leftarrow m\,T$, and the second
+# moment and the per-coordinate bias-correction weights $c_1, c_2$ (the total weight $1-\beta^t$ of a
+# coordinate's history) with the squared entries, $v \leftarrow v\,(T\circ\bar T)$,
+# $c \leftarrow c\,(T\circ\bar T)$; Adam's step is then $\hat m/(\sqrt{\hat v}+\varepsilon)$ with
+# $\hat m = m/c_1$, $\hat v = v/c_2$. A kept direction continues as if nothing had changed, and a
+# direction new to the basis starts as a fresh Adam parameter ($m = v = c = 0$). The other policies:
+# `"reset"` drops the state at every basis change (Adam becomes sign descent); `"stale"` keeps it per
+# entry of the factor arrays, never mapped, as the 2022 TensorFlow code of [P] does;
+# `"transport-shared-t"` is the older rule with one step count per factor. No published code
+# transports the state; `python -m dlrt_ref figures --preset full --only adam_state_policy` trains [P]'s
+# MLP with transport, reset and stale side by side (REPRODUCTION.md).
 
 # %%
 def truncate_initial_S(S0, tau, r_max):
