@@ -13,7 +13,8 @@
   ``augment(x, step=e·n_batches + b)`` — its draw is again a pure function of
   (the augmentation's seed, e, b), so a run and its resumed copy see the same
   images; labels are not touched; evaluation sees ``augment.normalise(x)``.
-  Without it (the default) the batches are the data as they are;
+  Without it (the default) the batches are the data as they are. A step's
+  ``ms`` counts the step only, not the augmentation before it;
 * after every epoch the network is evaluated on the validation set (if any)
   and the test set;
 * a :class:`History` records per step the loss (at the step's starting point),
