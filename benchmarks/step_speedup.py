@@ -42,7 +42,7 @@ assert dlrt_ref.__file__.startswith({root!r}), dlrt_ref.__file__
 cfg = json.loads(sys.argv[1])
 net = mlp(cfg["widths"], ranks=cfg["ranks"] + [None], dtype=np.float32, seed=0)
 tr = DLRT(net, SGD(cfg["lr"]), method=cfg["method"], tau=0.0, r_min=1, ortho=cfg["ortho"])
-tr._rule = lambda layer: dict(tau=0.0, r_min=layer.rank, r_max=layer.rank, compat_2022=False)
+tr._rule = lambda layer, *_: dict(tau=0.0, r_min=layer.rank, r_max=layer.rank, compat_2022=False)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((cfg["batch"], cfg["widths"][0])).astype(np.float32)
 y = rng.integers(0, cfg["widths"][-1], cfg["batch"])

@@ -293,7 +293,7 @@ def make_trainer(method, widths, r, dtype, ortho, lr, seed=0, backend="numpy", s
     tr = DLRT(net, opt, method=method, tau=0.0, r_min=1, ortho=ortho)
     if method in integrators.ADAPTIVE:
         # the same truncation code path as a τ-run, with r_min = r_max = the layer's rank: the rank stays fixed
-        tr._rule = lambda layer: dict(tau=0.0, r_min=layer.rank, r_max=layer.rank, compat_2022=False, solver=solver)
+        tr._rule = lambda layer, *_: dict(tau=0.0, r_min=layer.rank, r_max=layer.rank, compat_2022=False, solver=solver)
     return tr
 
 

@@ -250,8 +250,9 @@ def orthonormalise_after(Q, A, method: str = "householder", threshold: Optional[
       Householder columns, so orthonormal and ⟂ Q to eps whatever A is. If no
       direction is dropped, Ũ = Q2 (the trailing Q factor of [Q | A]).
     * ``"cholqr2"`` (GEMM-based, :func:`_augment_gram`): W by block classical
-      Gram–Schmidt with re-orthogonalisation, the Gram matrix W^*W in float64 and its
-      symmetric eigen-decomposition decide the same rank k' = #{√λ_j > δ}; Ũ is formed
+      Gram–Schmidt, the Gram matrix W^*W in float64 and its symmetric eigen-decomposition
+      (or, on NumPy, a shifted Cholesky factorisation when every direction is kept) decide the
+      same rank k' = #{√λ_j > δ}; Ũ is formed
       from W by GEMMs and triangular solves, projected against Q once more and passed
       through one CholeskyQR step. Where the float64 Gram matrix cannot resolve the
       singular values around δ (float64 data whose W has σ between δ and ~√eps₆₄·‖W‖_F),
@@ -298,25 +299,34 @@ def _augment_gram(Q, A, delta: Optional[float]):
     """The GEMM-based form of :func:`orthonormalise_after` (``"cholqr2"``): returns (Ũ, δ), or (None, δ) to let
     the Householder form decide.
 
-    1. W = (I − QQ^*)A, twice (CGS2, block classical Gram–Schmidt with re-orthogonalisation):
-       W ⟂ Q to round-off.
+    1. W = (I − QQ^*)A by one pass of block classical Gram–Schmidt. Its rounding leaves W a
+       component along Q, ‖Q^*W‖ ≲ c·eps·‖A‖_F with c = O(1) (the same order as the
+       round-off σ of a dependent direction, see :func:`augment_threshold`): it changes each
+       σ_j(W) by ≲ c·eps·‖A‖_F ≪ δ, so the rank decision stands, and step 4 removes it. (A
+       second pass, CGS2, would make W ⟂ Q already here; its bound, eps·‖W‖ ≤ eps·‖A‖, is no
+       better than what step 3 needs, so the pass was dropped: 2 of ~10 GEMMs of m·q·k.)
     2. G = W^*W in float64 (k×k; W is exact in float64 when it is float32) and its eigenvalues
-       λ_j = σ_j(W)² (G = Z Λ Z^*; the eigenvectors Z are computed in step 3, only if
-       0 < k' < k), resolved down to s_res = √((m + k)·eps₆₄·Σλ) (rounding of G and of the
-       eigen-solver). The decision k' = #{√λ_j > δ} is taken when every σ is resolved or
-       below δ: 10·s_res ≤ δ (always for float32 data with m + k ≤ 64(q + k), since
-       Σλ = ‖W‖_F² ≤ ‖A‖_F²), or √λ_min ≥ 10·s_res (well-conditioned W, float64 too).
+       λ_j = σ_j(W)² (G = Z Λ Z^*), resolved down to s_res = √((m + k)·eps₆₄·Σλ) (rounding
+       of G and of the eigen-solver). The decision k' = #{√λ_j > δ} is taken when every σ is
+       resolved or below δ: 10·s_res ≤ δ (always for float32 data with m + k ≤ 64(q + k),
+       since Σλ = ‖W‖_F² ≤ ‖A‖_F²), or √λ_min ≥ 10·s_res (well-conditioned W, float64 too).
        Otherwise (None, δ): the Householder form decides.
+    2'. On NumPy a cheaper test comes first: the Cholesky factorisation of G − s²I with
+       s = max(δ, 10·s_res) succeeds iff σ_min(W) > s (:func:`_sigma_min_exceeds`), which
+       proves k' = k without an eigen-solver. Otherwise one ``eigh`` gives the eigenvalues and
+       the eigenvectors together. (On CuPy ``eigvalsh`` decides in the one host
+       read and ``eigh`` follows only if 0 < k' < k, so as not to add a read.) The decision is
+       the same either way.
     3. Ũ₀ = W R^{-1} with R^*R = G (Cholesky) when k' = k — the Q factor of W — else
        Ũ₀ = W Z_k' Λ_k'^{-1/2}; the k×k factors come from float64 and are applied to W in the
        working precision. Ũ₀'s orthonormality error is ≲ s_res²/δ² + eps·κ(W) ≤ 0.1 and its
-       overlap with Q ≲ eps·‖W‖/σ_min(kept) ≤ 0.1/√(q+k) (step 1's residual divided by the
-       smallest kept σ; κ(W) ≤ ‖A‖/δ).
+       overlap with Q ≲ c·eps·‖A‖_F/σ_min(kept) ≤ c/(10√(q+k)) (step 1's component along Q
+       divided by the smallest kept σ ≥ δ; κ(W) ≤ ‖A‖/δ).
     4. Ũ₁ = (I − QQ^*)Ũ₀ (in the working precision), then one CholeskyQR step with the
        Gram matrix in float64: Ũ = Ũ₁ R₁^{-1}. Ũ₁ is within ~0.1 of orthonormal, so this
        step is at working precision: ‖Ũ^*Ũ − I‖ and ‖Q^*Ũ‖ are O(eps), like Householder's.
 
-    One host synchronisation: the eigenvalues with ‖A‖_F. Cost: GEMMs, k×k factorisations and
+    One host synchronisation (CuPy): the eigenvalues with ‖A‖_F. Cost: GEMMs, k×k factorisations and
     triangular solves, no Householder QR of the m×(q+k) block; its time in a training step is
     measured in ``benchmarks/README.md`` (issue 14).
     """
@@ -325,34 +335,48 @@ def _augment_gram(Q, A, delta: Optional[float]):
     dt = xp.result_type(Q.dtype, A.dtype)
     m, q, k = Q.shape[0], Q.shape[1], A.shape[1]
     wide = xp.complex128 if np.dtype(dt).kind == "c" else xp.float64
-    W = A - Q @ (H(Q) @ A)  # (m, q) @ (q, m) @ (m, k) -> (m, k)
-    W = W - Q @ (H(Q) @ W)  # second pass (CGS2): W ⟂ Q to round-off
+    eps = float(np.finfo(dt).eps)
+    W = A - Q @ (H(Q) @ A)  # (m, q) @ (q, m) @ (m, k) -> (m, k): one pass, W·Q ≲ c·eps·‖A‖ (step 4 removes it)
     W64 = W.astype(wide)  # (m, k)
     G = H(W64) @ W64  # (k, m) @ (m, k) -> (k, k), float64
-    try:
-        lam = xp.linalg.eigvalsh(G)  # ascending (k,); the eigenvectors only if some but not all directions are kept
-    except Exception:  # LinAlgError: NaN/inf in A (NumPy); the Householder form reports it as before
-        return None, delta
-    parts = [lam] if delta is not None else [xp.linalg.norm(A).astype(xp.float64).reshape(1), lam]
-    host = to_numpy(xp.concatenate(parts))  # the one host synchronisation: ‖A‖_F with the eigenvalues
-    if delta is None:
-        delta = _augment_delta(float(host[0]), q, k, float(np.finfo(dt).eps))
-    if not np.isfinite(host).all():
-        return None, delta  # CuPy returns NaN for non-finite input: the Householder form reports it
-    lam_h = host[-k:]
-    s = np.sqrt(np.maximum(lam_h, 0.0))  # σ(W), ascending
-    s_res = float(np.sqrt((m + k) * np.finfo(np.float64).eps * max(float(lam_h.sum()), 0.0)))
-    if not (GRAM_RESOLUTION_FACTOR * s_res <= delta or s[0] >= GRAM_RESOLUTION_FACTOR * s_res):
-        return None, delta  # σ near δ that the float64 Gram matrix cannot resolve: Householder decides
-    k1 = int(np.count_nonzero(s > delta))  # numerical rank of W, the same rule as the Householder form
-    if k1 == 0:
-        return xp.zeros((m, 0), dtype=dt), delta
+    L, Z = None, None
+    if xp is np:  # NumPy: first the Cholesky certificate (step 2'), no eigen-solver when it shows that k' = k
+        d = delta if delta is not None else _augment_delta(float(np.linalg.norm(A)), q, k, eps)
+        s_res = _gram_resolution(m, k, float(np.trace(G).real))
+        if np.isfinite(d) and np.isfinite(s_res) and _sigma_min_exceeds(G, max(d, GRAM_RESOLUTION_FACTOR * s_res)):
+            delta, L = d, xp.linalg.cholesky(G)  # every σ_j(W) > δ and resolved: k' = k; L L^* = G for step 3
+    if L is None:
+        try:  # the eigenvalues; on NumPy with the eigenvectors in the same call (needed when a direction is dropped)
+            if xp is np:
+                lam, Z = xp.linalg.eigh(G)  # ascending: (k,), (k, k)
+            else:
+                lam, Z = xp.linalg.eigvalsh(G), None  # ascending (k,); the eigenvectors only if needed
+        except Exception:  # LinAlgError: NaN/inf in A (NumPy); the Householder form reports it as before
+            return None, delta
+        parts = [lam] if delta is not None else [xp.linalg.norm(A).astype(xp.float64).reshape(1), lam]
+        host = to_numpy(xp.concatenate(parts))  # the one host synchronisation: ‖A‖_F with the eigenvalues
+        if delta is None:
+            delta = _augment_delta(float(host[0]), q, k, eps)
+        if not np.isfinite(host).all():
+            return None, delta  # CuPy returns NaN for non-finite input: the Householder form reports it
+        lam_h = host[-k:]
+        s = np.sqrt(np.maximum(lam_h, 0.0))  # σ(W), ascending
+        s_res = _gram_resolution(m, k, float(lam_h.sum()))
+        if not (GRAM_RESOLUTION_FACTOR * s_res <= delta or s[0] >= GRAM_RESOLUTION_FACTOR * s_res):
+            return None, delta  # σ near δ that the float64 Gram matrix cannot resolve: Householder decides
+        k1 = int(np.count_nonzero(s > delta))  # numerical rank of W, the same rule as the Householder form
+        if k1 == 0:
+            return xp.zeros((m, 0), dtype=dt), delta
+    else:
+        k1 = k
     if k1 == k:  # nothing dropped: the Q factor of W, W = Ũ₀ R with R = L^*, G = L L^*
-        L = xp.linalg.cholesky(G)  # (k, k) lower
+        if L is None:
+            L = xp.linalg.cholesky(G)  # (k, k) lower
         # (W R^{-1})^T = conj(L)^{-1} W^T: a lower-triangular solve (k, k) \ (k, m)
         U0 = solve_triangular(L.conj().astype(dt), W.T, lower=True, check_finite=False).T  # (m, k)
     else:  # the eigen-directions of the k1 largest λ, descending
-        lam, Z = xp.linalg.eigh(G)  # ascending: (k,), (k, k)
+        if Z is None:
+            lam, Z = xp.linalg.eigh(G)  # ascending: (k,), (k, k)
         Zk = Z[:, k - k1:][:, ::-1]  # (k, k1)
         U0 = W @ (Zk / xp.sqrt(lam[k - k1:][::-1])).astype(dt)  # (m, k) @ (k, k1) -> (m, k1): W z_j / σ_j
     U1 = U0 - Q @ (H(Q) @ U0)  # (m, q) @ (q, m) @ (m, k1): re-projection, removes the O(eps‖A‖/δ) overlap
@@ -360,6 +384,26 @@ def _augment_gram(Q, A, delta: Optional[float]):
     L1 = xp.linalg.cholesky(H(U164) @ U164)  # (k1, m) @ (m, k1) -> (k1, k1), ≈ I
     U_tilde = solve_triangular(L1.conj().astype(dt), U1.T, lower=True, check_finite=False).T  # (m, k1)
     return U_tilde, delta
+
+
+def _gram_resolution(m: int, k: int, trace: float) -> float:
+    """s_res = √((m + k)·eps₆₄·Σλ): the σ that a float64 Gram matrix W^*W (W m×k, Σλ = ‖W‖_F²) resolves."""
+    return float(np.sqrt((m + k) * np.finfo(np.float64).eps * max(trace, 0.0)))
+
+
+def _sigma_min_exceeds(G, s: float) -> bool:
+    """Whether σ_min(W) > s for a host Hermitian G = W^*W (k×k, float64), by the Cholesky factorisation of G − s²I.
+
+    G − s²I is positive definite iff λ_min(G) > s². The factorisation is backward stable (it succeeds
+    for G − s²I + E with ‖E‖ ≲ k·eps₆₄·‖G‖, the size of the Gram matrix's own rounding), so the
+    answer is that of the eigenvalues up to that resolution — which the caller's s ≥ 10·s_res covers.
+    Cost: one Cholesky factorisation, k³/3 flops, a fraction of an eigen-solver's.
+    """
+    try:
+        np.linalg.cholesky(G - (s * s) * np.eye(G.shape[0]))  # (k, k)
+    except np.linalg.LinAlgError:  # not positive definite (a σ ≤ s, or NaN)
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- #

@@ -202,3 +202,46 @@ def test_fast_path_spans_what_householder_spans(seed, m, r, dtype, cplx, n_kept,
         sin_theta = lambda B, C: np.linalg.norm(B - C @ (H(C) @ B), 2)  # noqa: E731 largest principal angle
         assert sin_theta(F, Hh) <= tol and sin_theta(Hh, F) <= tol
         assert sin_theta(F, Xk) <= tol
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), k=st.integers(1, 20), log_ratio=st.floats(-3, 3))
+def test_sigma_min_test_agrees_with_the_eigenvalues(seed, k, log_ratio):
+    """_sigma_min_exceeds(G, s) (Cholesky of G − s²I) says σ_min(W) > s exactly when the eigenvalues do.
+
+    W has singular values spread over 4 decades; s = 10^log_ratio·σ_min (never within 0.1 % of a σ).
+    """
+    from dlrt_ref.lowrank import _sigma_min_exceeds
+
+    rng = np.random.default_rng(seed)
+    sig = 10.0 ** rng.uniform(-4, 0, k)
+    W = orth(rng, 3 * k, k, False) @ np.diag(sig) @ orth(rng, k, k, False).T
+    s = float(sig.min() * 10.0**log_ratio)
+    if np.min(np.abs(sig / s - 1)) < 1e-3:
+        return
+    assert _sigma_min_exceeds(W.T @ W, s) == bool(np.all(sig > s))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_numpy_fast_path_uses_no_eigensolver_when_every_direction_is_kept(dtype):
+    """On NumPy the cholqr2 augmentation decides 'all kept' by a shifted Cholesky factorisation (no eigh, no
+    eigvalsh) and gives the Q factor of W; with a deficit one eigh (eigenvalues and vectors together) decides.
+    """
+    from unittest import mock
+
+    rng = np.random.default_rng(3)
+    m, q, k = 40, 6, 5
+    eps = float(np.finfo(dtype).eps)
+    for kept, eigh_calls in ((k, 0), (k - 2, 1)):
+        Q, A = _deficient_block(rng, m, q, k, kept, 1.0, False)
+        Qd, Ad = Q.astype(dtype), A.astype(dtype)
+        with mock.patch.object(np.linalg, "eigh", wraps=np.linalg.eigh) as eigh, \
+                mock.patch.object(np.linalg, "eigvalsh", wraps=np.linalg.eigvalsh) as eigvalsh:
+            U_t = orthonormalise_after(Qd, Ad, "cholqr2")
+        assert (eigh.call_count, eigvalsh.call_count) == (eigh_calls, 0)
+        assert U_t.shape == (m, kept)
+        B = np.concatenate([Qd, U_t], axis=1)
+        assert _orth_err(B) <= 10 * eps * (q + kept + 1)
+        assert fro(A - B @ (H(B) @ A)) <= 50 * eps * np.sqrt(q + k) * fro(A)
+        U_hh = orthonormalise_after(Qd, Ad, "householder")  # the same span (well-separated σ)
+        assert np.linalg.norm(U_t.astype(float) - U_hh @ (H(U_hh) @ U_t.astype(float)), 2) <= 1e3 * eps

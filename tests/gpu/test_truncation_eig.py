@@ -179,7 +179,7 @@ def test_cores_of_a_training_run_truncate_alike():
         for tau in (0.1, None):
             tr = DLRT(mlp([40, 30, 20, 5], ranks=[8, 6, None], seed=0), SGD(0.2), method="ra-bug", tau=tau or 0.0)
             if tau is None:  # constant rank
-                tr._rule = lambda layer: dict(tau=0.0, r_min=layer.rank, r_max=layer.rank)
+                tr._rule = lambda layer, *_: dict(tau=0.0, r_min=layer.rank, r_max=layer.rank)
             for _ in range(3):
                 tr.step(x, y)
     finally:
