@@ -5,7 +5,9 @@ Both code versions run the same configuration in separate processes, interleaved
 (base, new, base, new, ...) so that a change in machine load hits both alike; each
 process builds the network, takes ``--warmup`` untimed steps and times ``--steps``
 steps. Reported: the median over all timed steps of each side and the ratio
-base/new (> 1: this checkout is faster), with the 1-min load before and after.
+base/new (> 1: this checkout is faster), with the 1-min load before and after. The CPU time of
+each step (``time.process_time``; one BLAS thread, so one core) is recorded too, with its own
+medians and ratios: on a shared machine it is much less affected by time-sharing than the wall time.
 ``--base`` may be given several times: all checkouts then run interleaved in the
 same run (base0, base1, ..., new, base0, ...) and the ratio is given against each.
 
@@ -48,12 +50,13 @@ x = rng.standard_normal((cfg["batch"], cfg["widths"][0])).astype(np.float32)
 y = rng.integers(0, cfg["widths"][-1], cfg["batch"])
 for _ in range(cfg["warmup"]):
     tr.step(x, y)
-t = []
+t, c = [], []
 for _ in range(cfg["steps"]):
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     tr.step(x, y)
     t.append(time.perf_counter() - t0)
-print(json.dumps({{"ms": [1e3 * v for v in t], "ranks": tr.ranks()}}))
+    c.append(time.process_time() - c0)
+print(json.dumps({{"ms": [1e3 * v for v in t], "cpu_ms": [1e3 * v for v in c], "ranks": tr.ranks()}}))
 """
 
 
@@ -103,23 +106,29 @@ def main(argv=None) -> int:
                        batch=a.batch, method=a.method, ortho=ortho, lr=lr, warmup=a.warmup, steps=a.steps)
             load0 = list(os.getloadavg())
             ms = {label: [] for label, _ in sides}
+            cpu = {label: [] for label, _ in sides}
             ranks = {}
             for _ in range(a.rounds):
                 for label, root in sides:  # interleaved: base0, base1, ..., new, base0, ...
                     res = run_side(root, cfg, a.threads)
                     ms[label] += res["ms"]
+                    cpu[label] += res["cpu_ms"]
                     ranks[label] = res["ranks"]
             med = {label: statistics.median(v) for label, v in ms.items()}
+            cmed = {label: statistics.median(v) for label, v in cpu.items()}
             row = dict(config=cfg, base_ms_median=med["base0"], new_ms_median=med["new"], base_ms_all=ms["base0"],
                        new_ms_all=ms["new"], ranks_after=ranks, load_before=load0, load_after=list(os.getloadavg()))
             row["speedup"] = med["base0"] / med["new"]
+            row.update(new_cpu_ms_median=cmed["new"], new_cpu_ms_all=cpu["new"])
             row["per_base"] = [dict(commit=b["commit"], ms_median=med[f"base{i}"], ms_all=ms[f"base{i}"],
-                                    speedup=med[f"base{i}"] / med["new"]) for i, b in enumerate(bases)]
+                                    speedup=med[f"base{i}"] / med["new"], cpu_ms_median=cmed[f"base{i}"],
+                                    cpu_ms_all=cpu[f"base{i}"], cpu_speedup=cmed[f"base{i}"] / cmed["new"])
+                               for i, b in enumerate(bases)]
             doc["results"].append(row)
-            vs = "  ".join(f"{b['commit']} {pb['ms_median']:7.1f} ms ({pb['speedup']:.2f}x)"
-                           for b, pb in zip(bases, row["per_base"]))
-            print(f"{a.method} ortho={ortho:11} lr={lr:<6g} new {row['new_ms_median']:7.1f} ms  vs {vs}  load "
-                  f"{load0[0]:.2f}->{row['load_after'][0]:.2f}", flush=True)
+            vs = "  ".join(f"{b['commit']} {pb['ms_median']:7.1f} ms ({pb['speedup']:.2f}x; cpu {pb['cpu_ms_median']:.1f} "
+                           f"ms, {pb['cpu_speedup']:.2f}x)" for b, pb in zip(bases, row["per_base"]))
+            print(f"{a.method} ortho={ortho:11} lr={lr:<6g} new {row['new_ms_median']:7.1f} ms (cpu "
+                  f"{row['new_cpu_ms_median']:.1f} ms)  vs {vs}  load {load0[0]:.2f}->{row['load_after'][0]:.2f}", flush=True)
     doc["wall_s"] = time.time() - t_start
     if a.out:
         with open(a.out, "w") as f:

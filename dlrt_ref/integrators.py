@@ -281,7 +281,11 @@ def augmented_galerkin_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="ho
     L1 = yield from substep(flow=l_flow(U0, F0, lin), t0=t0, y0=V0 @ H(S0), h=h)  # (n, r)
     U_hat, M_hat = augment(K1, U0, ortho)  # (m, r + k), (r + k, r)
     V_hat, N_hat = augment(L1, V0, ortho)  # (n, r + l), (r + l, r)
-    S_tilde0 = M_hat @ S0 @ H(N_hat)  # (r + k, r)(r, r)(r, r + l) -> (r + k, r + l)
+    # S̃0 = M̂ S0 N̂^* with M̂ = [I; 0], N̂ = [I; 0] (augment puts U0, V0 first): S0 padded with zeros, the
+    # same numbers as the two GEMMs (r + k, r)(r, r)(r, r + l) without their cost
+    xp, r = array_module(S0), S0.shape[0]
+    S_tilde0 = xp.zeros((M_hat.shape[0], N_hat.shape[0]), dtype=xp.result_type(M_hat.dtype, S0.dtype, N_hat.dtype))
+    S_tilde0[:r, :r] = S0  # (r + k, r + l)
     S_hat1 = yield from substep(flow=s_flow(U_hat, V_hat, F0, lin), t0=t0, y0=S_tilde0, h=h)
     return U_hat, S_tilde0, S_hat1, V_hat
 
