@@ -167,6 +167,16 @@ def peak_memory(make_trainer, x, y, batch: int, steps: int) -> float:
     return peak / MIB
 
 
+def peaks(make_trainer, x, y, batch: int, steps: int) -> dict:
+    """:func:`peak_memory` at the training batch size (``"batch"``) and at batch size 1 (``"b1"``: what the
+    parameters, gradients and optimiser state need, with almost no activations)."""
+    return {"batch": peak_memory(make_trainer, x, y, batch, steps), "b1": peak_memory(make_trainer, x, y, 1, steps)}
+
+
+def _max_peaks(a: dict, b: dict) -> dict:
+    return {k: max(a[k], b[k]) for k in a}
+
+
 def _summary(rec: dict, net) -> dict:
     """Last-epoch numbers of a ``train_record``: accuracy, ``eval`` count, ranks."""
     return {"test_acc": rec["test_acc"][-1], "test_acc_epochs": rec["test_acc"], "train_loss": rec["train_loss"],
@@ -222,16 +232,16 @@ def run_one(c: dict, tag: str) -> dict:
         trainer = make()
         rec = train_record(trainer, data, epochs_all, batch, seed, tag)
         out = dict(_summary(rec, trainer.net), tau=tau, predicted_ranks=predicted,
-                   peak_produce=peak_memory(make, x, y, batch, steps))
+                   peak_produce=peaks(make, x, y, batch, steps))
         trained = trainer.net
-        out["peak_final"] = peak_memory(lambda: DLRT(trained.copy(), Adam(LR), method="ra-bug", tau=tau), x, y, batch, steps)
+        out["peak_final"] = peaks(lambda: DLRT(trained.copy(), Adam(LR), method="ra-bug", tau=tau), x, y, batch, steps)
     else:
         ranks = P.uniform_ranks(template, budget)
         cls = (lambda net: DLRT(net, Adam(LR), method="bug")) if method == "fixed-rank" else (lambda net: UVTrainer(net, Adam(LR)))
         make = lambda: cls(build(model, mcfg, ranks, seed))  # noqa: E731
         trainer = make()
         rec = train_record(trainer, data, epochs_all, batch, seed, tag)
-        out = dict(_summary(rec, trainer.net), peak_produce=peak_memory(make, x, y, batch, steps))
+        out = dict(_summary(rec, trainer.net), peak_produce=peaks(make, x, y, batch, steps))
         out["peak_final"] = out["peak_produce"]  # the same training: fixed ranks from the start
     return dict(out, budget=budget, dense_params=dense_params, epochs=epochs_all)
 
@@ -244,7 +254,7 @@ def _dense_and_derived(c, tag, data, template, dense_params) -> dict:
     trainer = dense_trainer(template, Adam(LR))
     rec = train_record(trainer, data, c["epochs_pre"], batch, seed, f"{tag} pre")
     dense = trainer.net
-    peak_dense = peak_memory(lambda: dense_trainer(build(model, mcfg, None, seed), Adam(LR)), x, y, batch, steps)
+    peak_dense = peaks(lambda: dense_trainer(build(model, mcfg, None, seed), Adam(LR)), x, y, batch, steps)
     out = {"dense": dict(_summary(rec, dense), peak_produce=peak_dense, peak_final=peak_dense, epochs=c["epochs_pre"]),
            "derived": {}}
     for f in c["fractions"]:
@@ -257,16 +267,16 @@ def _dense_and_derived(c, tag, data, template, dense_params) -> dict:
         tr = DLRT(low, Adam(LR), method="bug")
         r = train_record(tr, data, c["epochs_re"], batch, seed, f"{tag} svd+retrain f={f}")
         res["svd+retrain"] = dict(_summary(r, tr.net), peak_produce=None, epochs=c["epochs_pre"] + c["epochs_re"],
-                                  peak_final=peak_memory(lambda: DLRT(svd_truncate(dense, ranks), Adam(LR), method="bug"),
+                                  peak_final=peaks(lambda: DLRT(svd_truncate(dense, ranks), Adam(LR), method="bug"),
                                                          x, y, batch, steps))
         keep = budget - fixed
         tr = dense_trainer(P.prune(dense, keep), Adam(LR))
         r = train_record(tr, data, c["epochs_re"], batch, seed, f"{tag} prune+retrain f={f}")
         res["prune+retrain"] = dict(_summary(r, tr.net), peak_produce=None, epochs=c["epochs_pre"] + c["epochs_re"],
-                                    peak_final=peak_memory(lambda: dense_trainer(P.prune(dense, keep), Adam(LR)),
+                                    peak_final=peaks(lambda: dense_trainer(P.prune(dense, keep), Adam(LR)),
                                                            x, y, batch, steps))
         for m in ("svd+retrain", "prune+retrain"):  # the run that produces it: dense training, then the retraining
-            res[m]["peak_produce"] = max(peak_dense, res[m]["peak_final"])
+            res[m]["peak_produce"] = _max_peaks(peak_dense, res[m]["peak_final"])
         for m in res.values():
             m.update(budget=budget, dense_params=dense_params)
         out["derived"][str(f)] = res
@@ -290,7 +300,8 @@ def assemble(cfg, results: dict) -> dict:
         dense_runs = [results[f"{model} dense s={s}"] for s in cfg["seeds"]]
         dparams = dense_runs[0]["derived"][str(cfg["fractions"][0])]["svd"]["dense_params"]
         table[model]["dense"] = {"dense_params": dparams, "test_acc": _stats([d["dense"]["test_acc"] for d in dense_runs]),
-                                 "peak_produce_mib": _stats([d["dense"]["peak_produce"] for d in dense_runs]),
+                                 "peak_produce_mib": _stats([d["dense"]["peak_produce"]["batch"] for d in dense_runs]),
+                                 "peak_produce_b1_mib": _stats([d["dense"]["peak_produce"]["b1"] for d in dense_runs]),
                                  "epochs": cfg["epochs_pre"]}
         for method in METHODS:
             table[model][method] = {}
@@ -302,9 +313,10 @@ def assemble(cfg, results: dict) -> dict:
                        "test_acc": _stats([r["test_acc"] for r in per_seed]),
                        "params_eval": [r["params_eval"] for r in per_seed],
                        "fraction_landed": _stats([r["params_eval"] / dparams for r in per_seed]),
-                       "peak_produce_mib": _stats([r["peak_produce"] for r in per_seed]),
-                       "peak_final_mib": _stats([r["peak_final"] for r in per_seed]),
                        "ranks": [r.get("ranks") for r in per_seed]}
+                for key in ("peak_produce", "peak_final"):
+                    for b, suffix in (("batch", ""), ("b1", "_b1")):
+                        row[f"{key}{suffix}_mib"] = _stats([None if r[key] is None else r[key][b] for r in per_seed])
                 if method == "ra-bug":
                     row.update(tau=[r["tau"] for r in per_seed], predicted_ranks=[r["predicted_ranks"] for r in per_seed])
                 table[model][method][str(f)] = row
@@ -318,7 +330,8 @@ def assemble(cfg, results: dict) -> dict:
             "memory": "tracemalloc peak (NumPy array allocations included) over mem_steps training steps of a freshly "
                       "built trainer, after its build (what the build leaves alive counts); data set not counted; "
                       "peak_produce: the runs that produce the small network (dense pre-training for svd/prune), "
-                      "peak_final: the (re)training of the small network; MiB",
+                      "peak_final: the (re)training of the small network; *_b1: the same at batch size 1 (parameters, "
+                      "gradients, optimiser state, nearly no activations); MiB",
             "accuracy": "test accuracy after the last epoch; mean and std over seeds (ddof = 1)",
             "budget": f"{len(cfg['models'])} models ({models}) x {len(cfg['fractions'])} fractions "
                       f"{cfg['fractions']} x {len(cfg['seeds'])} seeds; dense {cfg['epochs_pre']} epochs + "
@@ -336,10 +349,14 @@ STYLE = {"ra-bug": ("C0", "o-"), "fixed-rank": ("C1", "s-"), "uv": ("C2", "^-"),
 def plot(data: dict, out_dir):
     plt = pyplot()
     models = list(data["table"])
-    fig, axes = plt.subplots(len(models), 3, figsize=(17, 4.6 * len(models)), squeeze=False)
+    fig, axes = plt.subplots(len(models), 5, figsize=(26, 4.8 * len(models)), squeeze=False)
+    panels = (("peak_produce_mib", "run that produces it", "batch"), ("peak_final_mib", "final (re)training", "batch"),
+              ("peak_produce_b1_mib", "run that produces it, batch 1", "b1"),
+              ("peak_final_b1_mib", "final (re)training, batch 1", "b1"))
     for row, model in zip(axes, models):
         tab = data["table"][model]
         dense = tab["dense"]
+        batch = data["config"]["models"][model]["batch"]
         for method in data["methods"]:
             c, style = STYLE[method]
             rows = list(tab[method].values())
@@ -348,23 +365,21 @@ def plot(data: dict, out_dir):
             s = 100 * np.array([r["test_acc"]["std"] or 0.0 for r in rows])
             row[0].plot(x, m, style, color=c, label=method)
             row[0].fill_between(x, m - s, m + s, color=c, alpha=0.15)
-            for ax, key in ((row[1], "peak_produce_mib"), (row[2], "peak_final_mib")):
+            for ax, (key, _, _) in zip(row[1:], panels):
                 mem = np.array([np.nan if r[key]["mean"] is None else r[key]["mean"] for r in rows])
                 if np.isfinite(mem).any():
                     ax.plot(x, mem, style, color=c, label=method)
-        da = dense["test_acc"]
-        row[0].axhline(100 * da["mean"], color="k", linestyle=":", label=f"dense ({dense['epochs']} epochs)")
-        for ax in row[1:]:
-            ax.axhline(dense["peak_produce_mib"]["mean"], color="k", linestyle=":", label="dense training")
+        row[0].axhline(100 * dense["test_acc"]["mean"], color="k", linestyle=":", label=f"dense ({dense['epochs']} epochs)")
+        for ax, (key, what, b) in zip(row[1:], panels):
+            ax.axhline(dense["peak_produce_b1_mib" if b == "b1" else "peak_produce_mib"]["mean"], color="k",
+                       linestyle=":", label="dense training")
+            ax.set(xlabel="parameters, % of dense", ylabel="peak traced memory [MiB]",
+                   title=f"{model}: peak memory, {what}" + ("" if b == "b1" else f" (batch {batch})"))
         n = len(data["config"]["seeds"])
         row[0].set(xlabel="parameters, % of dense (eval count, landed)", ylabel="test accuracy [%]",
-                   title=f"{model}: accuracy (mean ± std, {n} seeds)")
-        row[1].set(xlabel="parameters, % of dense", ylabel="peak traced memory [MiB]",
-                   title=f"{model}: peak memory of the run that produces it")
-        row[2].set(xlabel="parameters, % of dense", ylabel="peak traced memory [MiB]",
-                   title=f"{model}: peak memory of the final (re)training")
+                   title=f"{model}: test accuracy (mean ± std, {n} seeds)")
         for ax in row:
             ax.legend(fontsize=7)
-    fig.suptitle(f"DLRT vs pruning and SVD truncation at equal parameters (Adam {data['lr']}); budget: {data['budget']}",
+    fig.suptitle(f"DLRT vs pruning and SVD truncation at equal parameters, Adam {data['lr']}\nbudget: {data['budget']}",
                  fontsize=9)
     return save(fig, out_dir, NAME)

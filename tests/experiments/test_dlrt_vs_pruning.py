@@ -41,8 +41,8 @@ def test_quick_preset_files_and_table(quick):
                 # every method but ra-bug lands within its budget by construction; ra-bug's landing is reported
                 if method != "ra-bug":
                     assert all(p <= row["budget"] for p in row["params_eval"])
-                assert row["peak_produce_mib"]["mean"] > 0
-                assert (row["peak_final_mib"]["mean"] is None) == (method == "svd")
+                assert row["peak_produce_mib"]["mean"] > 0 and row["peak_produce_b1_mib"]["mean"] > 0
+                assert (row["peak_final_mib"]["mean"] is None) == (row["peak_final_b1_mib"]["mean"] is None) == (method == "svd")
         # pruning and SVD are produced by dense training: their peak includes the dense run's
         for method in ("svd", "svd+retrain", "prune+retrain"):
             for row in tab[method].values():
@@ -77,3 +77,23 @@ def test_peak_memory_sees_the_dense_weights_and_their_adam_state():
     small = E.peak_memory(lambda: dense_trainer(mlp([1000, 10, 10], seed=0), Adam(1e-3)), x, y, 32, 2)
     w = 1000 * 1000 * 4 / 2**20
     assert 4 * w <= big <= 16 * w and small < w  # Adam makes new m, v, W each step: old and new alive at once
+
+
+def test_peak_memory_counts_what_the_build_leaves_alive_not_its_temporaries():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((8, 20)).astype(np.float32), rng.integers(0, 3, 8)
+
+    def make(keep: bool):
+        trainer = dense_trainer(mlp([20, 5, 3], seed=0), Adam(1e-3))
+        ballast = np.ones(2**20)  # 8 MiB, float64
+        if keep:
+            trainer.ballast = ballast  # alive through the steps, like a mask
+        return trainer
+
+    kept, dropped = E.peak_memory(lambda: make(True), x, y, 4, 2), E.peak_memory(lambda: make(False), x, y, 4, 2)
+    assert kept >= 8 and dropped < 1
+
+
+def test_truncation_trail_at_a_tail_exactly_on_the_tolerance():
+    s = np.array([4.0, 3.0])  # ‖s‖ = 5, τ = 0.6: ϑ = 3 = the tail of rank 1, kept within ϑ
+    assert E.truncation_trail(s, 0.6, 1, r_min=1) == truncate(np.diag(s), tau=0.6, r_min=1, r_max=2).rank == 1
