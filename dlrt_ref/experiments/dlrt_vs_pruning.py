@@ -69,8 +69,8 @@ LR = 1e-3
 MIB = 2.0 ** 20
 PRESETS = {
     "quick": dict(models={"mlp": dict(widths=[784, 32, 32, 10], subset=600, test_subset=300, batch=100),
-                          "lenet5": dict(subset=200, test_subset=100, batch=100)},
-                  fractions=[0.1, 0.4], seeds=[0], epochs_pre=1, epochs_re=1, mem_steps=2),
+                          "lenet5": dict(subset=100, test_subset=100, batch=50)},
+                  fractions=[0.1, 0.4], seeds=[0], epochs_pre=1, epochs_re=1, mem_steps=1),
     "full": dict(models={"mlp": dict(widths=[784, 500, 500, 500, 500, 10], subset=10000, test_subset=None, batch=128),
                          "lenet5": dict(subset=4000, test_subset=2000, batch=128)},
                  fractions=FRACTIONS, seeds=[0, 1, 2], epochs_pre=1, epochs_re=1, mem_steps=3),
