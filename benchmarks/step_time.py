@@ -132,6 +132,10 @@ class Timers:
         self.active = set()
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_now = CLOCKS["wall"]  # set by run() from --clock
+
+
 def _timed(fn, timers: Timers, key: str):
     """Time ``fn`` into ``timers.seconds[key]``; a call nested in another timed call of the same key counts once.
 
@@ -143,12 +147,12 @@ def _timed(fn, timers: Timers, key: str):
             return fn(*args, **kwargs)
         timers.active.add(key)
         timers.sync()
-        t0 = time.perf_counter()
+        t0 = _now()
         try:
             return fn(*args, **kwargs)
         finally:
             timers.sync()
-            timers.seconds[key] += time.perf_counter() - t0
+            timers.seconds[key] += _now() - t0
             timers.calls[key] += 1
             timers.active.discard(key)
 
@@ -320,21 +324,21 @@ def measure(trainer, x, y, warmup, repeats, timers, profile_top=0, device=False)
     if device:
         for _ in range(repeats):
             sync()
-            t0 = time.perf_counter()
+            t0 = _now()
             info = trainer.step(x, y)
             sync()
-            totals.append(time.perf_counter() - t0)
+            totals.append(_now() - t0)
             passes.append(info.passes)
     with instrumented(timers):
         for _ in range(repeats):
             gc.collect()
             timers.reset()
             sync()
-            t0 = time.perf_counter()
+            t0 = _now()
             info = trainer.step(x, y)
             sync()
             if not device:
-                totals.append(time.perf_counter() - t0)
+                totals.append(_now() - t0)
                 passes.append(info.passes)
             orthos.append(timers.seconds["ortho"])
             truncs.append(timers.seconds["trunc"])
@@ -498,6 +502,9 @@ def parse_args(argv):
     p.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many seconds for load ≤ 0.5/core")
     p.add_argument("--profile", type=int, default=0, help="print the top N cProfile entries (tottime) per configuration")
     p.add_argument("--quick", action="store_true", help="tiny networks, ranks 2,4, 1 repeat: a smoke test")
+    p.add_argument("--clock", choices=tuple(CLOCKS), default="wall",
+                   help="step timings and their split by wall time (default) or by the process's CPU time "
+                        "(time.process_time; NumPy, one thread: much less affected by other jobs on a shared machine)")
     p.add_argument("--out", default=os.path.join(_ROOT, "benchmarks", "results", "step_time.json"))
     args = p.parse_args(argv)
     args.ranks = _csv(args.ranks, int)
@@ -523,9 +530,13 @@ def parse_args(argv):
 
 
 def run(args) -> dict:
+    global _now
     dtype = np.dtype(args.dtype)
     be = get_backend(args.backend)
     device = be.name != "numpy"
+    if args.clock == "cpu" and device:
+        raise SystemExit("step_time.py: --clock cpu measures the host process; use the wall clock with --backend cupy")
+    _now = CLOCKS[args.clock]
     networks = ["paper", "thesis"] if args.network == "both" else [args.network]
     load_start = check_load(args.wait_quiet)
     doc = {
@@ -535,7 +546,7 @@ def run(args) -> dict:
         "config": {"network": networks, "ranks": args.ranks, "methods": args.methods, "ortho": args.ortho,
                    "solver": args.solver, "backend": be.name,
                    "repeats": args.repeats, "warmup": args.warmup, "dtype": str(dtype), "lr": args.lr,
-                   "quick": args.quick, "constant_rank": "ra-bug/parallel: tau=0, r_min=r_max=layer rank",
+                   "quick": args.quick, "clock": args.clock, "constant_rank": "ra-bug/parallel: tau=0, r_min=r_max=layer rank",
                    "timer_split": "ortho = orthonormalise; trunc = truncate_core (SVD + basis products); "
                                   "gemm_rest = total - ortho - trunc"},
         "load_before": load_start,
