@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlrt_ref.experiments.cifar_common import SYNTHETIC_NOTE, build_model, load_data, require_data
-from dlrt_ref.experiments.finetune import BATCH, LR, PUBLISHED_CIFAR10, TAU
+from dlrt_ref.experiments.finetune import BATCH, LR, PUBLISHED_CIFAR10, TAU, net_state, restore_net
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.runs import RunSpec, serial_runner
 from dlrt_ref.experiments.train_common import train_record
@@ -47,37 +47,60 @@ KNOBS_NOTE = "fixed tau = 0.1 as in [T]"
 
 
 def count_runs(cfg) -> int:
-    """One run (DLRT, S-only, control) per model x seed."""
-    return len(cfg["models"]) * len(cfg["seeds"])
+    """Three runs per model x seed: DLRT, then S-only and the control (both from the DLRT network)."""
+    return 3 * len(cfg["models"]) * len(cfg["seeds"])
+
+
+PHASES = ("dlrt", "s-only", "dlrt-control")
 
 
 def specs(cfg, backend: str) -> list:
+    """Per model and seed: ``"M seed=S dlrt"`` (phase 1), then ``"... s-only"`` and ``"... dlrt-control"``, which
+    depend on it (its result carries the network: :func:`~dlrt_ref.experiments.finetune.net_state`)."""
     require_data(cfg["dataset"])  # the one-line DataError before any run starts
-    return [RunSpec(NAME, f"{m} seed={s}", dict(model=m, seed=s, backend=backend, **{
-        k: cfg[k] for k in ("dataset", "width", "dlrt_epochs", "sonly_epochs", "subset", "test_subset")}))
-        for m in cfg["models"] for s in cfg["seeds"]]
+    out = []
+    for m in cfg["models"]:
+        for s in cfg["seeds"]:
+            c = dict(model=m, seed=s, backend=backend,
+                     **{k: cfg[k] for k in ("dataset", "width", "subset", "test_subset")})
+            first = RunSpec(NAME, f"{m} seed={s} dlrt", dict(c, phase="dlrt", epochs=cfg["dlrt_epochs"]))
+            out += [first] + [RunSpec(NAME, f"{m} seed={s} {p}", dict(c, phase=p, epochs=cfg["sonly_epochs"]),
+                                      deps=(first.key,)) for p in PHASES[1:]]
+    return out
 
 
 def _bases(net):
     return [(np.array(l.U, copy=True), np.array(l.V, copy=True)) for l in net.lowrank_layers()]
 
 
-def run_one(c: dict, tag: str) -> dict:
-    """DLRT (ra-bug, τ = TAU) for ``dlrt_epochs``, then S-only (and the DLRT control) for ``sonly_epochs``."""
+def run_one(c: dict, tag: str, deps: dict | None = None) -> dict:
+    """One phase: ``dlrt`` (ra-bug, τ = TAU, for ``epochs``; the result carries the network), or from that
+    network (the result in ``deps``) ``s-only`` (records how far the bases moved: ``basis_change``) or
+    ``dlrt-control``, each with a fresh SGD and the seed + 1000 for its batches."""
     seed = c["seed"]
     data = load_data(c["dataset"], seed, c["subset"], c["test_subset"])
     net = build_model(c["model"], c["dataset"], "fc" if c["model"] in ("vgg16", "alexnet") else "all", c["width"],
                       seed, c["backend"])
-    phase1 = train_record(DLRT(net, SGD(LR), method="ra-bug", tau=TAU), data, c["dlrt_epochs"], BATCH, seed,
-                          tag + " dlrt")
-    control_net = net.copy()
+    if c["phase"] == "dlrt":
+        record = train_record(DLRT(net, SGD(LR), method="ra-bug", tau=TAU), data, c["epochs"], BATCH, seed, tag)
+        return {"record": record, "net": net_state(net)}
+    (phase1,) = deps.values()
+    restore_net(net, phase1["net"])
+    if c["phase"] == "dlrt-control":
+        return {"record": train_record(DLRT(net, SGD(LR), method="ra-bug", tau=TAU), data, c["epochs"], BATCH,
+                                       seed + 1000, tag)}
     before = _bases(net)
-    phase2 = train_record(SOnlyTrainer(net, SGD(LR)), data, c["sonly_epochs"], BATCH, seed + 1000, tag + " s-only")
+    record = train_record(SOnlyTrainer(net, SGD(LR)), data, c["epochs"], BATCH, seed + 1000, tag)
     change = max(float(np.max(np.abs(a - b))) for (U0, V0), (U1, V1) in zip(before, _bases(net))
                  for a, b in ((U0, U1), (V0, V1)))
-    control = train_record(DLRT(control_net, SGD(LR), method="ra-bug", tau=TAU), data, c["sonly_epochs"], BATCH,
-                           seed + 1000, tag + " dlrt-control")
-    return {"dlrt": phase1, "s_only": phase2, "dlrt_control": control, "basis_change": change,
+    return {"record": record, "basis_change": change}
+
+
+def _run(results: dict, m: str, s: int) -> dict:
+    """The data of one model and seed from its three runs (as one run was recorded before the split)."""
+    phase1, phase2, control = (results[f"{m} seed={s} {p}"]["record"] for p in PHASES)
+    return {"dlrt": phase1, "s_only": phase2, "dlrt_control": control,
+            "basis_change": results[f"{m} seed={s} s-only"]["basis_change"],
             "test_acc_after_dlrt": phase1["test_acc"][-1], "test_acc_after_sonly": phase2["test_acc"][-1],
             "test_acc_after_control": control["test_acc"][-1], "ranks": phase1["ranks"][-1],
             "ranks_after_sonly": phase2["ranks"][-1], "cr_eval": phase1["cr"][-1]["cr_eval"]}
@@ -86,7 +109,7 @@ def run_one(c: dict, tag: str) -> dict:
 def assemble(cfg, results: dict) -> dict:
     rows = {}
     for m in cfg["models"]:
-        runs = [results[f"{m} seed={s}"] for s in cfg["seeds"]]
+        runs = [_run(results, m, s) for s in cfg["seeds"]]
         rows[m] = {"after_dlrt": [r["test_acc_after_dlrt"] for r in runs],
                    "after_sonly": [r["test_acc_after_sonly"] for r in runs],
                    "after_control": [r["test_acc_after_control"] for r in runs], "runs": runs}

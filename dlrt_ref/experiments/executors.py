@@ -2,13 +2,15 @@
 
 Every executor has ``map(calls)``, which yields ``(index, result, error, seconds)`` for each call
 ``(spec, data_folder, deps)`` as it finishes (in any order; :func:`dlrt_ref.experiments.runs.sweep` puts
-the results back in spec order), and ``close()``.
+the results back in spec order), and ``close()``. ``calls`` may grow while ``map`` runs (the sweep appends
+a spec once the runs it depends on have finished): after each result it yields, ``map`` submits what was
+appended, and it ends when every call has a result.
 
 - :class:`~dlrt_ref.experiments.runs.SerialExecutor`: one after the other, in this process.
 - :class:`ProcessExecutor` (``--jobs N``): N processes of the standard library, started with ``spawn``;
   each sets its BLAS/OpenMP threads to 1 (:func:`dlrt_ref.threads.apply_threads`) before NumPy loads.
-  The runs of a worker that dies (killed, out of memory) are resubmitted once to a fresh pool; what
-  fails again is reported, the finished runs are cached, so a rerun resumes.
+  A worker that dies (killed, out of memory) breaks the pool: every run in flight is resubmitted once
+  to a fresh pool; what fails again is reported, the finished runs are cached, so a rerun resumes.
 - :class:`DaskExecutor` (``--dask ADDRESS`` or ``--dask local:N``): a running ``dask.distributed``
   scheduler, or a ``LocalCluster`` of N worker processes with one thread each. Dask reschedules the
   runs of a worker that dies. Dask is optional (``pip install .[cluster]``) and imported only here, on use.
@@ -26,7 +28,7 @@ import multiprocessing
 import os
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from dlrt_ref.errors import UsageError
@@ -59,25 +61,28 @@ class ProcessExecutor:
                                    initializer=functools.partial(apply_threads, ["--threads", "1"]))
 
     def map(self, calls):
-        todo, tries = list(range(len(calls))), 0
-        while todo:
-            tries += 1
-            futures = {self.pool.submit(timed, execute, *calls[i]): i for i in todo}
-            t0, todo, broken = time.perf_counter(), [], False
-            for fut in as_completed(futures):
+        tries, running, submitted, retry = {}, {}, 0, []
+        while submitted < len(calls) or running or retry:
+            for i in retry + list(range(submitted, len(calls))):  # calls appended since the last look too
+                running[self.pool.submit(timed, execute, *calls[i])] = i
+            retry, submitted = [], len(calls)
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in finished):
+                finished, _ = wait(running)  # a worker died: every run of the broken pool ends now
+            for fut in sorted(finished, key=running.get):
+                i = running.pop(fut)
                 try:
                     result, error, seconds = fut.result()
-                except BrokenProcessPool as exc:  # a worker died: retry its runs once on a fresh pool
-                    broken = True
-                    if tries < 2:
-                        todo.append(futures[fut])
+                except BrokenProcessPool as exc:  # retry the runs of a broken pool once, on a fresh pool
+                    tries[i] = tries.get(i, 0) + 1
+                    if tries[i] < 2:
+                        retry.append(i)
                         continue
-                    result, error, seconds = None, f"worker died twice: {exc}", time.perf_counter() - t0
-                yield futures[fut], result, error, seconds
-            if broken:
+                    result, error, seconds = None, f"worker died twice: {exc}", 0.0
+                yield i, result, error, seconds
+            if retry:
                 self.pool.shutdown(wait=True, cancel_futures=True)
                 self.pool = self._new_pool()
-            todo.sort()
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
@@ -119,14 +124,22 @@ class DaskExecutor:
     def map(self, calls):
         dd = _import_dask()
         task = (on_gpu, timed, execute) if self.gpu else (timed, execute)
-        futures = {self.client.submit(*task, *call, pure=False): i for i, call in enumerate(calls)}
+        futures, submitted, pending = {}, 0, dd.as_completed(loop=self.client.loop)
         t0 = time.perf_counter()
-        for fut in dd.as_completed(list(futures)):
+        while True:
+            for i in range(submitted, len(calls)):  # calls appended since the last look too
+                fut = self.client.submit(*task, *calls[i], pure=False)
+                futures[fut] = i
+                pending.add(fut)
+            submitted = len(calls)
+            if pending.is_empty():
+                return
+            fut = next(pending)
             try:
                 result, error, seconds = fut.result()
             except Exception as exc:  # e.g. the run killed its workers too often (KilledWorker)
                 result, error, seconds = None, f"{type(exc).__name__}: {exc}", time.perf_counter() - t0
-            yield futures[fut], result, error, seconds
+            yield futures.pop(fut), result, error, seconds
 
     def close(self):
         self.client.close()

@@ -28,19 +28,27 @@ reads them, and :func:`lenet5_rgb` builds LeNet5 for 3×32×32 inputs::
 
 Budget. ``full``: both data sets, 1 seed, (2 DLRT + 2 S-only, and 2 control
 DLRT) epochs on a 6k stratified training subset, full test set. ``quick``: MNIST only, 1 + 1 epochs on 512 images.
+
+Runs (:mod:`dlrt_ref.experiments.runs`): per data set DS, ``DS dlrt`` (phase 1), then ``DS s-only`` and
+``DS dlrt-control``, which declare phase 1 as their dependency: its result carries the trained network
+(:func:`net_state`, exact), so with ``figures --jobs``/``--dask`` both phase-2 runs start, in parallel,
+as soon as their own phase 1 has ended, and their cache entries are keyed by phase 1's.
 """
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 
+from dlrt_ref.backend import to_numpy
 from dlrt_ref.data.cifar import load_cifar10
-from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, run_serial, serial_runner
 from dlrt_ref.experiments.train_common import load_dataset, train_record
 from dlrt_ref.nn import LowRankLinear, lenet5
 from dlrt_ref.nn.conv import Conv2d, LowRankConv2d, MaxPool2d
 from dlrt_ref.nn.layers import Dense, Flatten, ReLU
-from dlrt_ref.nn.network import Sequential
+from dlrt_ref.nn.network import Sequential, net_backend
 from dlrt_ref.train.baselines import SOnlyTrainer
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.optim import SGD
@@ -63,6 +71,8 @@ KNOBS_NOTE = "one seed, fixed tau = 0.1 as in [T]"
 def count_runs(cfg) -> int:
     """DLRT, S-only and control, per data set."""
     return 3 * len(cfg["datasets"])
+
+
 TAU, LR, BATCH = 0.1, 0.05, 128
 PUBLISHED_CIFAR10 = {"VGG16": (39.5, 67.7), "AlexNet": (42.9, 58.6), "LeNet5": (44.0, 58.7),
                      "ResNet20": (45.8, 64.2)}
@@ -85,44 +95,122 @@ def lenet5_rgb(ranks=(10, 25, 250, None), seed=0, backend="numpy"):
                        Flatten(), lin(1250, 500, ranks[2], "relu"), ReLU(), lin(500, 10, ranks[3], "linear")])
 
 
-def run_setting(dataset, dlrt_epochs, sonly_epochs, subset, test_subset=None, seed=0, backend="numpy",
-                cifar_path=None) -> dict:
-    """DLRT (ra-bug, τ = 0.1) for ``dlrt_epochs``, then S-only for ``sonly_epochs``; both records."""
-    if dataset == "cifar10":
-        data = load_cifar10(cifar_path, flatten=False, seed=seed, subset=subset, test_subset=test_subset)
-        net = lenet5_rgb(seed=seed, backend=backend)
+# ---- phase 1 -> phase 2: the network as a value --------------------------------------------------------------------
+
+def _encode(a) -> dict:
+    """One array as JSON, exactly: dtype, shape, memory order and its raw bytes in base64."""
+    a = to_numpy(a)
+    order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+    return {"dtype": a.dtype.str, "shape": list(a.shape), "order": order,
+            "b64": base64.b64encode(a.tobytes(order=order)).decode("ascii")}
+
+
+def _decode(d: dict, be):
+    a = np.frombuffer(base64.b64decode(d["b64"]), dtype=np.dtype(d["dtype"]))
+    return be.asarray(a.reshape(d["shape"], order=d["order"]).copy(order="K"))
+
+
+def net_state(net) -> dict:
+    """The state of ``net`` after a phase, as a JSON value that :func:`restore_net` puts back bit for bit:
+    per leaf layer its parameters, its non-trainable state (BatchNorm's running statistics), its factors
+    U, S, V (low-rank layers, whatever rank they reached) and its training flag. A phase-1 result carries
+    it, so that phase 2 can run in another process or on another machine (:mod:`~dlrt_ref.experiments.runs`)."""
+    layers = []
+    for layer in net.flat_layers():
+        entry = {"type": type(layer).__name__, "training": getattr(layer, "training", None),
+                 "params": {k: _encode(v) for k, v in sorted(layer.params.items())},
+                 "state": {k: _encode(v) for k, v in sorted((getattr(layer, "state", None) or {}).items())}}
+        if getattr(layer, "lowrank", False):
+            entry["factors"] = [_encode(A) for A in (layer.U, layer.S, layer.V)]
+        layers.append(entry)
+    return {"training": net.training, "layers": layers}
+
+
+def restore_net(net, state: dict):
+    """Put a :func:`net_state` into ``net``, a network of the same architecture (e.g. freshly built); returns it."""
+    leaves, be = net.flat_layers(), net_backend(net)
+    if [type(layer).__name__ for layer in leaves] != [e["type"] for e in state["layers"]]:
+        raise ValueError("restore_net: the state is of another architecture than the network")
+    for layer, e in zip(leaves, state["layers"]):
+        layer.params = {k: _decode(v, be) for k, v in e["params"].items()}
+        if e["state"]:
+            layer.state = {k: _decode(v, be) for k, v in e["state"].items()}
+        if "factors" in e:
+            layer.set_factors(*(_decode(v, be) for v in e["factors"]))
+        if e["training"] is not None:
+            layer.training = e["training"]
+    net.training = state["training"]
+    return net
+
+
+# ---- the runs ------------------------------------------------------------------------------------------------------
+
+def setting_specs(dataset, dlrt_epochs, sonly_epochs, subset, test_subset=None, seed=0, backend="numpy",
+                  cifar_path=None) -> list:
+    """The three runs of one data set: ``"DS dlrt"`` (phase 1), then ``"DS s-only"`` and ``"DS dlrt-control"``,
+    which both start from phase 1's network and so declare it as their dependency."""
+    c = dict(dataset=dataset, seed=seed, subset=subset, test_subset=test_subset, backend=backend)
+    if cifar_path is not None:
+        c["cifar_path"] = str(cifar_path)
+    first = RunSpec(NAME, f"{dataset} dlrt", dict(c, phase="dlrt", epochs=dlrt_epochs))
+    return [first] + [RunSpec(NAME, f"{dataset} {phase}", dict(c, phase=phase, epochs=sonly_epochs),
+                              deps=(first.key,)) for phase in ("s-only", "dlrt-control")]
+
+
+def specs(cfg, backend: str) -> list:
+    return [s for ds in cfg["datasets"] for s in setting_specs(ds, cfg["dlrt_epochs"], cfg["sonly_epochs"],
+                                                               cfg["subset"], cfg["test_subset"], cfg["seed"], backend)]
+
+
+def run_one(c: dict, tag: str, deps: dict | None = None) -> dict:
+    """One phase: ``dlrt`` (ra-bug, τ = 0.1; its result carries the network), or, from that network (the
+    result in ``deps``), ``s-only`` (:class:`~dlrt_ref.train.baselines.SOnlyTrainer`) or ``dlrt-control``
+    (as many further epochs of DLRT: does S-only beat just training on?). Both phase-2 runs have a fresh
+    SGD and visit the epochs with the seed + 1000, so their batches differ from phase 1's."""
+    seed = c["seed"]
+    if c["dataset"] == "cifar10":
+        data = load_cifar10(c.get("cifar_path"), flatten=False, seed=seed, subset=c["subset"],
+                            test_subset=c["test_subset"])
+        net = lenet5_rgb(seed=seed, backend=c["backend"])
     else:
-        data = load_dataset(dataset, False, 0, seed, subset, test_subset)
-        net = lenet5(ranks=[10, 25, 250, None], seed=seed, backend=backend)
-    tag = f"{NAME} {dataset}"
-    phase1 = train_record(DLRT(net, SGD(LR), method="ra-bug", tau=TAU), data, dlrt_epochs, BATCH, seed,
-                          tag + " dlrt")
-    # control: the same number of further epochs, same batches and fresh optimiser, but DLRT
-    # instead of S-only, from a copy of the phase-1 network — does S-only beat just training on?
-    control_net = net.copy()
-    # the S-only phase visits epochs with fresh seeds so its batches differ from phase 1's
-    phase2 = train_record(SOnlyTrainer(net, SGD(LR)), data, sonly_epochs, BATCH, seed + 1000, tag + " s-only")
-    control = train_record(DLRT(control_net, SGD(LR), method="ra-bug", tau=TAU), data, sonly_epochs, BATCH,
-                           seed + 1000, tag + " dlrt-control")
+        data = load_dataset(c["dataset"], False, 0, seed, c["subset"], c["test_subset"])
+        net = lenet5(ranks=[10, 25, 250, None], seed=seed, backend=c["backend"])
+    if c["phase"] == "dlrt":
+        record = train_record(DLRT(net, SGD(LR), method="ra-bug", tau=TAU), data, c["epochs"], BATCH, seed, tag)
+        return {"record": record, "net": net_state(net)}
+    (phase1,) = deps.values()
+    restore_net(net, phase1["net"])
+    trainer = SOnlyTrainer(net, SGD(LR)) if c["phase"] == "s-only" else DLRT(net, SGD(LR), method="ra-bug", tau=TAU)
+    return {"record": train_record(trainer, data, c["epochs"], BATCH, seed + 1000, tag)}
+
+
+def setting_row(results: dict, dataset: str) -> dict:
+    """The data of one data set from the results of its three runs."""
+    phase1, phase2, control = (results[f"{dataset} {p}"]["record"] for p in ("dlrt", "s-only", "dlrt-control"))
     return {"dlrt": phase1, "s_only": phase2, "dlrt_control": control,
             "test_acc_after_dlrt": phase1["test_acc"][-1], "test_acc_after_sonly": phase2["test_acc"][-1],
             "test_acc_after_control": control["test_acc"][-1], "ranks": phase1["ranks"][-1],
             "ranks_control": control["ranks"][-1], "cr_eval": phase1["cr"][-1]["cr_eval"]}
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
-    budget = as_budget(preset, backend)
-    backend = budget.backend
-    cfg = configure(PRESETS, KNOBS, budget)
-    res = {ds: run_setting(ds, cfg["dlrt_epochs"], cfg["sonly_epochs"], cfg["subset"], cfg["test_subset"],
-                           seed=cfg["seed"], backend=backend) for ds in cfg["datasets"]}
+def run_setting(dataset, dlrt_epochs, sonly_epochs, subset, test_subset=None, seed=0, backend="numpy",
+                cifar_path=None) -> dict:
+    """DLRT (ra-bug, τ = 0.1) for ``dlrt_epochs``, then S-only (and the control) for ``sonly_epochs``, here."""
+    return setting_row(run_serial(setting_specs(dataset, dlrt_epochs, sonly_epochs, subset, test_subset, seed,
+                                                backend, cifar_path)), dataset)
+
+
+def assemble(cfg, results: dict) -> dict:
     return {"datasets": cfg["datasets"], "substitution": "Fashion-MNIST and MNIST instead of CIFAR-10 (not offline)",
             "tau": TAU, "optimizer": "sgd", "lr": LR, "batch": BATCH, "dlrt_epochs": cfg["dlrt_epochs"],
-            "sonly_epochs": cfg["sonly_epochs"], "subset": cfg["subset"], "results": res,
+            "sonly_epochs": cfg["sonly_epochs"], "subset": cfg["subset"],
+            "results": {ds: setting_row(results, ds) for ds in cfg["datasets"]},
             "published_cifar10": {k: list(v) for k, v in PUBLISHED_CIFAR10.items()}, "cr_definition": "eval",
             "budget": f"{len(cfg['datasets'])} data sets x 1 seed x ({cfg['dlrt_epochs']} DLRT + "
                       f"{cfg['sonly_epochs']} S-only) epochs on {cfg['subset'] or 'all'} images"}
+
+
+run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially
 
 
 def plot(data: dict, out_dir):

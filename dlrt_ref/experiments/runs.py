@@ -12,9 +12,10 @@ An experiment that can spread its runs declares, beside ``run`` and ``plot``,
     ``run(budget)``, which is ``assemble(cfg, run_serial(specs(cfg, backend)))``.
 
 :func:`sweep` executes a list of specs through an executor (serial, local
-processes, a Dask cluster: :mod:`dlrt_ref.experiments.executors`), in waves
-that respect the dependencies, and returns the results in spec order (never in
-order of completion). Every result is normalised to its JSON form (what a JSON
+processes, a Dask cluster: :mod:`dlrt_ref.experiments.executors`), hands a
+spec that depends on others (a fine-tuning phase 2 on its phase 1) to the
+executor only once their results exist, passing them to ``run_one``, and
+returns the results in spec order (never in order of completion). Every result is normalised to its JSON form (what a JSON
 round trip gives back), so a fresh result and a cached one are the same value.
 
 :class:`RunCache` keeps each completed run in ``OUT/.runs/<digest>.json``; the
@@ -28,6 +29,7 @@ and recomputed, never used.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import time
@@ -36,11 +38,11 @@ from pathlib import Path
 
 from dlrt_ref.data import data_dir, set_data_dir
 from dlrt_ref.experiments import budget as B
-from dlrt_ref.experiments import load
+from dlrt_ref.experiments import EXPERIMENTS, load
 from dlrt_ref.experiments.plotting import jsonable
 
 __all__ = ["RunSpec", "execute", "normalise", "sweep", "run_serial", "serial_runner", "RunCache", "code_digest", "canonical",
-           "SweepFailed", "SerialExecutor", "timed"]
+           "SweepFailed", "SerialExecutor", "timed", "experiment_module"]
 
 PACKAGE = Path(__file__).resolve().parents[1]  # dlrt_ref/
 
@@ -88,13 +90,21 @@ def code_digest() -> str:
     return _CODE
 
 
+def experiment_module(name: str):
+    """The module of experiment ``name``: a name of the registry (:data:`dlrt_ref.experiments.EXPERIMENTS`),
+    or a module path with a dot (an experiment outside the registry: a test's, a user's own)."""
+    if name in EXPERIMENTS or "." not in name:
+        return load(name)
+    return importlib.import_module(name)
+
+
 def execute(spec: RunSpec, data_folder=None, deps: dict | None = None) -> dict:
     """Execute one spec in this process and return its normalised result dict.
 
     ``data_folder``: the ``--data-dir`` of the sweep (set for the run, restored after). The per-run progress
     line of :func:`~dlrt_ref.experiments.budget.run_done` is paused: the sweep reports each run itself.
     """
-    mod = load(spec.experiment)
+    mod = experiment_module(spec.experiment)
     saved_dir, saved_progress = data_dir(), B.pause_progress()
     set_data_dir(data_folder)
     try:
@@ -156,6 +166,7 @@ class RunCache:
 # ---- the sweep ---------------------------------------------------------------------------------------------------
 
 def _check(specs) -> None:
+    """Unique keys; every dependency a spec of the sweep; no cycle (each a one-line ValueError)."""
     keys = [s.key for s in specs]
     if len(set(keys)) != len(keys):
         raise ValueError(f"specs: duplicate keys {sorted({k for k in keys if keys.count(k) > 1})}")
@@ -163,63 +174,81 @@ def _check(specs) -> None:
         for d in s.deps:
             if d not in keys:
                 raise ValueError(f"specs: {s.key!r} depends on {d!r}, which is not a spec of the sweep")
+    settled, left = set(), list(specs)
+    while left:  # peel off the specs whose dependencies are settled; what cannot be peeled is a cycle
+        ready = [s for s in left if all(d in settled for d in s.deps)]
+        if not ready:
+            raise ValueError(f"specs: dependency cycle among {sorted(s.key for s in left)}")
+        settled.update(s.key for s in ready)
+        left = [s for s in left if s.key not in settled]
 
 
 def sweep(specs, executor=None, cache: RunCache | None = None, data_folder=None, progress: bool = True):
     """Execute ``specs`` (skipping those in ``cache``) and return ``(results, failures)``.
 
     ``results``: {key: result} in spec order (only the runs that completed); ``failures``: one dict per run
-    that failed, ``{"key", "spec", "error"}`` (a run whose dependency failed fails with that reason).
+    that failed, ``{"key", "spec", "error"}``; a run whose dependency failed is not started and fails with
+    ``"skipped: dependency failed: KEY"``.
     ``executor``: an object with ``map(calls)`` (:class:`SerialExecutor`, or one of
     :mod:`~dlrt_ref.experiments.executors`; None: serial).
+
+    A spec is handed to the executor as soon as the results of its ``deps`` exist (never before), together
+    with them: ``calls`` grows while ``executor.map`` runs — each executor submits the calls appended to the
+    list since its last look, after every result it yields — so a phase 2 starts when its own phase 1 ends,
+    not when every phase 1 has ended.
     """
     specs = list(specs)
     _check(specs)
     executor = executor or SerialExecutor()
-    by_key = {s.key: s for s in specs}
     done, failed, digests = {}, {}, {}
-    pending = list(specs)
-    while pending:
-        wave = [s for s in pending if all(d in done or d in failed for d in s.deps)]
-        if not wave:  # a dependency cycle
-            for s in pending:
-                failed[s.key] = "dependency cycle"
-            break
-        pending = [s for s in pending if s not in wave]
-        calls = []
-        for s in wave:
-            bad = [d for d in s.deps if d in failed]
-            if bad:
-                failed[s.key] = f"dependency failed: {', '.join(bad)}"
-                _report(s, 0.0, "FAILED: " + failed[s.key], progress)
-                continue
-            digests[s.key] = None if cache is None else cache.digest(s, [digests[d] for d in s.deps], data_folder)
-            hit = None if cache is None else cache.get(s, digests[s.key])
-            if hit is not None:
-                done[s.key] = hit
-                _report(s, 0.0, "from the cache", progress)
-                continue
-            calls.append((s, data_folder, {d: done[d] for d in s.deps} if s.deps else None))
-        for i, result, error, seconds in executor.map(calls):
-            s = calls[i][0]
-            if error is None:
-                result = normalise(result)
-                done[s.key] = result
-                if cache is not None:
-                    cache.put(s, digests[s.key], result)
-                _report(s, seconds, None, progress)
-            else:
-                failed[s.key] = error
-                _report(s, seconds, f"FAILED: {error}", progress)
+    waiting, calls = list(specs), []
+
+    def release() -> None:
+        """Settle every waiting spec whose dependencies are settled: skip it, take it from the cache, or call it."""
+        while True:
+            ready = [s for s in waiting if all(d in done or d in failed for d in s.deps)]
+            if not ready:
+                return
+            for s in ready:
+                waiting.remove(s)
+                bad = [d for d in s.deps if d in failed]
+                if bad:
+                    failed[s.key] = f"skipped: dependency failed: {', '.join(bad)}"
+                    _report(s, 0.0, failed[s.key], progress, failed=True)
+                    continue
+                digests[s.key] = None if cache is None else cache.digest(s, [digests[d] for d in s.deps],
+                                                                         data_folder)
+                hit = None if cache is None else cache.get(s, digests[s.key])
+                if hit is not None:
+                    done[s.key] = hit
+                    _report(s, 0.0, "from the cache", progress)
+                    continue
+                calls.append((s, data_folder, {d: done[d] for d in s.deps} if s.deps else None))
+
+    release()
+    for i, result, error, seconds in executor.map(calls):
+        s = calls[i][0]
+        if error is None:
+            result = normalise(result)
+            done[s.key] = result
+            if cache is not None:
+                cache.put(s, digests[s.key], result)
+            _report(s, seconds, None, progress)
+        else:
+            failed[s.key] = error
+            _report(s, seconds, f"FAILED: {error}", progress, failed=True)
+        release()  # the specs that waited for this one
+    for s in specs:  # an executor that ended without yielding every call (never silently dropped)
+        if s.key not in done and s.key not in failed:
+            failed[s.key] = "not run: the executor ended without its result"
     results = {s.key: done[s.key] for s in specs if s.key in done}  # spec order, not completion order
     failures = [{"key": s.key, "spec": s.as_dict(), "error": failed[s.key]} for s in specs if s.key in failed]
     return results, failures
 
 
-def _report(spec: RunSpec, seconds: float, note, progress: bool) -> None:
+def _report(spec: RunSpec, seconds: float, note, progress: bool, failed: bool = False) -> None:
     if progress:
-        B.run_done(f"{spec.experiment} {spec.key}" + (f"; {note}" if note else ""), seconds,
-                   failed=bool(note and note.startswith("FAILED")))
+        B.run_done(f"{spec.experiment} {spec.key}" + (f"; {note}" if note else ""), seconds, failed=failed)
 
 
 def run_serial(specs) -> dict:
@@ -236,9 +265,12 @@ class SerialExecutor:
     name = "serial"
 
     def map(self, calls):
-        """Yield ``(index, result, error, seconds)`` for each ``(spec, data_folder, deps)`` of ``calls``."""
-        for i, call in enumerate(calls):
-            yield (i, *timed(execute, *call))
+        """Yield ``(index, result, error, seconds)`` for each ``(spec, data_folder, deps)`` of ``calls``
+        (including the calls appended to the list while this runs: :func:`sweep`)."""
+        i = 0
+        while i < len(calls):
+            yield (i, *timed(execute, *calls[i]))
+            i += 1
 
     def close(self):
         pass

@@ -1,11 +1,8 @@
 """Runs as values (issue 18): serial, --jobs and Dask give the same JSON; the run cache survives kills and corruption."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
@@ -15,9 +12,12 @@ from dlrt_ref.experiments import budget as B
 from dlrt_ref.experiments import executors as E
 from dlrt_ref.experiments import fc_tau_sweep, load
 from dlrt_ref.experiments import runs as R
+from tests.experiments import kill_once
 
 TINY = ["--only", "fc_tau_sweep", "--epochs", "1", "--subset", "160"]
 TIMING = {"seconds", "ms_per_step"}  # wall times: the only fields that differ between two runs of one spec
+# and the code's provenance (fc_tau_sweep records it), which differs when the working tree changes between runs
+TIMING |= {"commit", "code_digest", "uncommitted"}
 
 
 def strip(o):
@@ -63,12 +63,10 @@ def test_jobs_and_dask_give_the_serial_json(serial_json, tmp_path):
     assert json.dumps(strip(dask["data"])) == json.dumps(ref)
 
 
-def test_dask_scheduler_address(serial_json, tmp_path):
-    """``--dask ADDRESS``: a running scheduler (here a LocalCluster started by the test, reached by its address)."""
-    dd = pytest.importorskip("dask.distributed")
-    with dd.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        rec = figures(tmp_path, "--dask", cluster.scheduler_address)
-    assert rec["sweep"]["executor"] == f"dask scheduler {cluster.scheduler_address}"
+def test_dask_scheduler_address(serial_json, tmp_path, dask_cluster):
+    """``--dask ADDRESS``: a running scheduler (here a LocalCluster started by the tests, reached by its address)."""
+    rec = figures(tmp_path, "--dask", dask_cluster.scheduler_address)
+    assert rec["sweep"]["executor"] == f"dask scheduler {dask_cluster.scheduler_address}"
     assert json.dumps(strip(rec["data"])) == json.dumps(strip(serial_json["data"]))
 
 
@@ -95,25 +93,27 @@ def test_workers_use_one_blas_thread(monkeypatch):
     assert got == ["1", "1"]
 
 
-def test_killed_worker_mid_sweep_the_sweep_finishes_and_a_rerun_uses_the_cache(tmp_path):
-    mod, cfg, specs = tiny_specs(epochs=2, subset=320)
-    ref_ex = E.ProcessExecutor(2)  # the uninterrupted reference at the workers' one BLAS thread (see serial_json)
-    ref = strip(mod.assemble(cfg, R.sweep(specs, ref_ex, progress=False)[0]))
-    ref_ex.close()
-    cache, ex, box = R.RunCache(tmp_path / ".runs"), E.ProcessExecutor(2), {}
-    th = threading.Thread(target=lambda: box.update(out=R.sweep(specs, ex, cache, progress=False)))
-    th.start()
-    deadline = time.time() + 120
-    while not list((tmp_path / ".runs").glob("*.json")) and time.time() < deadline:
-        time.sleep(0.02)
-    done_at_kill = len(list((tmp_path / ".runs").glob("*.json")))
-    victim = next(iter(ex.pool._processes))  # one worker process of the pool
-    os.kill(victim, signal.SIGKILL)
-    th.join(timeout=180)
-    ex.close()
-    assert 1 <= done_at_kill < len(specs), "the kill must land mid-sweep"
-    results, failures = box["out"]
-    assert not failures and json.dumps(strip(mod.assemble(cfg, results))) == json.dumps(ref)
+@pytest.mark.parametrize("where", ["jobs", "dask"])
+def test_a_worker_killed_mid_sweep_the_sweep_finishes_and_a_rerun_uses_the_cache(serial_json, tmp_path, where,
+                                                                                 request):
+    """The fifth of 8 runs SIGKILLs its worker once (2 workers: at least 3 runs have finished by then). The
+    sweep finishes (--jobs: the broken pool's runs go to a fresh pool; Dask: the scheduler reschedules the
+    task), the data equal the serial ones, and a rerun takes every run from the cache."""
+    cluster = request.getfixturevalue("dask_cluster") if where == "dask" else None  # skips without dask
+    _, cfg, base = tiny_specs()
+    marker = tmp_path / "killed"
+    specs = kill_once.specs(base, marker, victim=4)
+    cache = R.RunCache(tmp_path / ".runs")
+    ex = E.ProcessExecutor(2) if where == "jobs" else E.DaskExecutor(cluster.scheduler_address)
+    first_pool = getattr(ex, "pool", None)
+    try:
+        results, failures = R.sweep(specs, ex, cache, progress=False)
+        if where == "jobs":
+            assert ex.pool is not first_pool  # the pool broke and was replaced
+    finally:
+        ex.close()
+    assert marker.exists() and not failures, failures  # the victim killed its worker, and yet every run finished
+    assert json.dumps(strip(R.normalise(fc_tau_sweep.assemble(cfg, results)))) == json.dumps(strip(serial_json["data"]))
     calls = []
 
     class Counting(R.SerialExecutor):
@@ -192,18 +192,69 @@ def test_dependencies_run_after_what_they_need_and_fail_with_it():
 
     class Recording(R.SerialExecutor):
         def map(self, c):
-            for i, (s, _, deps) in enumerate(c):
-                order.append((s.key, sorted(deps or {})))
-                yield i, {"v": 1}, (None if s.key != "a" else "ValueError: x"), 0.0
+            i = 0
+            while i < len(c):
+                s, _, deps = c[i]
+                order.append((s.key, deps))
+                yield i, {"v": s.key}, (None if s.key != "a" else "ValueError: x"), 0.0
+                i += 1
 
     a, b, c = R.RunSpec("x", "a", {}), R.RunSpec("x", "b", {}), R.RunSpec("x", "c", {}, deps=("b",))
     results, failures = R.sweep([c, b, a], Recording(), progress=False)
-    assert order == [("b", []), ("a", []), ("c", ["b"])] and list(results) == ["c", "b"]
+    assert order == [("b", None), ("a", None), ("c", {"b": {"v": "b"}})] and list(results) == ["c", "b"]
     d = R.RunSpec("x", "d", {}, deps=("a",))
-    _, failures = R.sweep([a, d], Recording(), progress=False)
-    assert [(f["key"], f["error"]) for f in failures] == [("a", "ValueError: x"), ("d", "dependency failed: a")]
+    e = R.RunSpec("x", "e", {}, deps=("d",))
+    _, failures = R.sweep([a, d, e, b], Recording(), progress=False)
+    assert [(f["key"], f["error"]) for f in failures] == [("a", "ValueError: x"), ("d", "skipped: dependency failed: a"),
+                                                         ("e", "skipped: dependency failed: d")]
     with pytest.raises(ValueError, match="depends on 'zz'"):
         R.sweep([R.RunSpec("x", "e", {}, deps=("zz",))], progress=False)
+    with pytest.raises(ValueError, match=r"dependency cycle among \['p', 'q'\]"):
+        R.sweep([b, R.RunSpec("x", "p", {}, deps=("q",)), R.RunSpec("x", "q", {}, deps=("p",))], progress=False)
+
+
+def test_a_phase_2_is_handed_over_when_its_own_phase_1_ends():
+    """Not in waves: b1 (needs a1) is submitted as soon as a1 has ended, while a2 is still running."""
+    seen = []
+
+    class Watching(R.SerialExecutor):
+        def map(self, c):
+            i = 0
+            while i < len(c):
+                yield i, {}, None, 0.0
+                seen.append([s.key for s, _, _ in c])  # what the sweep has handed over after this result
+                i += 1
+
+    a1, a2 = R.RunSpec("x", "a1", {}), R.RunSpec("x", "a2", {})
+    b1, b2 = R.RunSpec("x", "b1", {}, deps=("a1",)), R.RunSpec("x", "b2", {}, deps=("a2",))
+    results, failures = R.sweep([a1, a2, b1, b2], Watching(), progress=False)
+    assert not failures and list(results) == ["a1", "a2", "b1", "b2"]
+    assert seen[0] == ["a1", "a2", "b1"]
+
+
+def test_the_cache_key_of_a_phase_2_covers_its_phase_1(tmp_path):
+    """Same phase-2 config, other phase 1 (another epoch count): a new cache entry, never the old result."""
+    calls = []
+
+    class Fake(R.SerialExecutor):
+        def map(self, c):
+            i = 0
+            while i < len(c):
+                s, _, deps = c[i]
+                calls.append(s.key)
+                yield i, {"from": s.config, "deps": deps}, None, 0.0
+                i += 1
+
+    cache = R.RunCache(tmp_path)
+
+    def specs(epochs):
+        return [R.RunSpec("x", "p1", {"epochs": epochs}), R.RunSpec("x", "p2", {"epochs": 1}, deps=("p1",))]
+
+    R.sweep(specs(1), Fake(), cache, progress=False)
+    R.sweep(specs(1), Fake(), cache, progress=False)
+    assert calls == ["p1", "p2"]  # the second sweep: both from the cache
+    results, _ = R.sweep(specs(2), Fake(), cache, progress=False)
+    assert calls == ["p1", "p2", "p1", "p2"] and results["p2"]["deps"]["p1"]["from"] == {"epochs": 2}
 
 
 def test_dask_missing_is_one_line_naming_the_extra(monkeypatch, capsys):
