@@ -34,7 +34,7 @@ __all__ = ["run", "plot", "specs", "run_one", "assemble", "POLICIES", "PRESETS"]
 
 NAME = "adam_state_policy"
 POLICIES = ["transport", "reset", "stale"]
-EPOCHS_FULL = 4
+EPOCHS_FULL = 3
 PRESETS = {
     "quick": dict(d=32, taus=[0.11], policies=POLICIES, seeds=[0, 1], epochs=2, subset=1000, test_subset=500,
                   validation="last:300"),
