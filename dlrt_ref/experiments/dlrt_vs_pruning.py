@@ -84,8 +84,9 @@ KNOBS_NOTE = "the budgets are fractions of the dense count, not τ (ra-bug's τ 
 
 
 def count_runs(cfg) -> int:
-    """Trainings per model and seed: the dense one, 2 retrainings and 3 from-scratch runs per fraction."""
-    return len(cfg["models"]) * len(cfg["seeds"]) * (1 + 5 * len(cfg["fractions"]))
+    """Run specs: per model and seed, the dense run (with its 2 retrainings per fraction) and 3 from-scratch runs
+    per fraction."""
+    return len(cfg["models"]) * len(cfg["seeds"]) * (1 + 3 * len(cfg["fractions"]))
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -197,8 +198,12 @@ def code_commit() -> dict:
 
 
 # --------------------------------------------------------------------------- runs
+_LAUNCH = {}  # the code version when the specs were made (the start of a run), recorded by assemble
+
+
 def specs(cfg, backend: str) -> list:
     """Per model and seed: the dense run with its derived networks, then ra-bug, fixed-rank and UVᵀ per fraction."""
+    _LAUNCH.setdefault("code", code_commit())
     out = []
     for model, mcfg in cfg["models"].items():
         common = dict(model=model, mcfg=mcfg, epochs_pre=cfg["epochs_pre"], epochs_re=cfg["epochs_re"],
@@ -337,7 +342,7 @@ def assemble(cfg, results: dict) -> dict:
                       f"{cfg['fractions']} x {len(cfg['seeds'])} seeds; dense {cfg['epochs_pre']} epochs + "
                       f"retraining {cfg['epochs_re']}; from-scratch methods {cfg['epochs_pre'] + cfg['epochs_re']} "
                       f"epochs; memory over {cfg['mem_steps']} steps",
-            "code": code_commit(), "table": table, "runs": runs}
+            "code": _LAUNCH.get("code") or code_commit(), "table": table, "runs": runs}
 
 
 run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially
