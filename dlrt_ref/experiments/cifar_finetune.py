@@ -8,8 +8,9 @@ Ours: the networks of :mod:`dlrt_ref.nn.cifar_models` with their default low-ran
 ResNet20/LeNet5 "all"), the mechanics of :mod:`dlrt_ref.experiments.finetune` (ra-bug at its ``TAU``, SGD at
 its ``LR`` and ``BATCH``, then :class:`~dlrt_ref.train.baselines.SOnlyTrainer` with a fresh SGD, and a control
 of as many further epochs of plain DLRT from a copy of the phase-1 network). Each run records how far the
-bases moved during the S-only phase (``basis_change``: max |ΔU|, |ΔV|; 0 when they are frozen). No
-augmentation (see :mod:`dlrt_ref.experiments.cifar_common`).
+bases moved during the S-only phase (``basis_change``: max |ΔU|, |ΔV|; 0 when they are frozen). Every
+phase trains with the thesis's CIFAR augmentation (crop 4, flip, per-channel normalisation:
+:func:`~dlrt_ref.experiments.cifar_common.make_augment`, seeded like the phase's batches; the quick preset too).
 
 Presets. ``quick``: **synthetic data in CIFAR format** (tests only, never a result), LeNet5-CIFAR and
 ResNet20 at width 1/8, 1 + 1 epochs on 200 images. ``full`` (chosen; needs CIFAR-10 and, in practice, a
@@ -21,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrt_ref.experiments.cifar_common import SYNTHETIC_NOTE, build_model, load_data, require_data
+from dlrt_ref.experiments.cifar_common import (AUGMENTATION, SYNTHETIC_NOTE, build_model, load_data, make_augment,
+                                               require_data)
 from dlrt_ref.experiments.finetune import BATCH, LR, PUBLISHED_CIFAR10, TAU, net_state, restore_net
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.runs import RunSpec, serial_runner
@@ -35,12 +37,12 @@ MODELS = ["vgg16", "alexnet", "lenet5_cifar", "resnet20"]
 PUBLISHED_KEY = {"vgg16": "VGG16", "alexnet": "AlexNet", "lenet5_cifar": "LeNet5", "resnet20": "ResNet20"}
 PRESETS = {
     "quick": dict(dataset="synthetic", models=["lenet5_cifar", "resnet20"], width=0.125, dlrt_epochs=1,
-                  sonly_epochs=1, seeds=[0], subset=None, test_subset=None),
+                  sonly_epochs=1, seeds=[0], subset=None, test_subset=None, augment=True),
     "full": dict(dataset="cifar10", models=MODELS, width=1.0, dlrt_epochs=5, sonly_epochs=5, seeds=[0, 1],
-                 subset=None, test_subset=None),
+                 subset=None, test_subset=None, augment=True),
     # [T] fine-tuning table / published_results.md: 20 epochs DLRT (τ = 0.1), then 20 S-only, CIFAR-10
     "paper": dict(dataset="cifar10", models=MODELS, width=1.0, dlrt_epochs=20, sonly_epochs=20, seeds=[0],
-                  subset=None, test_subset=None),
+                  subset=None, test_subset=None, augment=True),
 }
 KNOBS = {"epochs": ["dlrt_epochs", "sonly_epochs"], "seeds": ["seeds"], "subset": ["subset"]}
 KNOBS_NOTE = "fixed tau = 0.1 as in [T]"
@@ -62,7 +64,7 @@ def specs(cfg, backend: str) -> list:
     for m in cfg["models"]:
         for s in cfg["seeds"]:
             c = dict(model=m, seed=s, backend=backend,
-                     **{k: cfg[k] for k in ("dataset", "width", "subset", "test_subset")})
+                     **{k: cfg[k] for k in ("dataset", "width", "subset", "test_subset", "augment")})
             first = RunSpec(NAME, f"{m} seed={s} dlrt", dict(c, phase="dlrt", epochs=cfg["dlrt_epochs"]))
             out += [first] + [RunSpec(NAME, f"{m} seed={s} {p}", dict(c, phase=p, epochs=cfg["sonly_epochs"]),
                                       deps=(first.key,)) for p in PHASES[1:]]
@@ -82,15 +84,17 @@ def run_one(c: dict, tag: str, deps: dict | None = None) -> dict:
     net = build_model(c["model"], c["dataset"], "fc" if c["model"] in ("vgg16", "alexnet") else "all", c["width"],
                       seed, c["backend"])
     if c["phase"] == "dlrt":
-        record = train_record(DLRT(net, SGD(LR), method="ra-bug", tau=TAU), data, c["epochs"], BATCH, seed, tag)
+        record = train_record(DLRT(net, SGD(LR), method="ra-bug", tau=TAU), data, c["epochs"], BATCH, seed, tag,
+                              augment=make_augment(data, seed, c["augment"]))
         return {"record": record, "net": net_state(net)}
     (phase1,) = deps.values()
     restore_net(net, phase1["net"])
+    aug = make_augment(data, seed + 1000, c["augment"])
     if c["phase"] == "dlrt-control":
         return {"record": train_record(DLRT(net, SGD(LR), method="ra-bug", tau=TAU), data, c["epochs"], BATCH,
-                                       seed + 1000, tag)}
+                                       seed + 1000, tag, augment=aug)}
     before = _bases(net)
-    record = train_record(SOnlyTrainer(net, SGD(LR)), data, c["epochs"], BATCH, seed + 1000, tag)
+    record = train_record(SOnlyTrainer(net, SGD(LR)), data, c["epochs"], BATCH, seed + 1000, tag, augment=aug)
     change = max(float(np.max(np.abs(a - b))) for (U0, V0), (U1, V1) in zip(before, _bases(net))
                  for a, b in ((U0, U1), (V0, V1)))
     return {"record": record, "basis_change": change}
@@ -116,8 +120,8 @@ def assemble(cfg, results: dict) -> dict:
     synthetic = cfg["dataset"] == "synthetic"
     return {"dataset": cfg["dataset"], "synthetic": synthetic, "note": SYNTHETIC_NOTE if synthetic else
             "real CIFAR data", "models": cfg["models"], "width": cfg["width"], "seeds": cfg["seeds"], "tau": TAU,
-            "optimizer": "sgd", "lr": LR, "batch": BATCH, "augmentation": None, "dlrt_epochs": cfg["dlrt_epochs"],
-            "sonly_epochs": cfg["sonly_epochs"], "subset": cfg["subset"], "results": rows,
+            "optimizer": "sgd", "lr": LR, "batch": BATCH, "augmentation": AUGMENTATION if cfg["augment"] else None,
+            "dlrt_epochs": cfg["dlrt_epochs"], "sonly_epochs": cfg["sonly_epochs"], "subset": cfg["subset"], "results": rows,
             "published_cifar10": {k: list(v) for k, v in PUBLISHED_CIFAR10.items()},
             "budget": f"{len(cfg['models'])} models x {len(cfg['seeds'])} seeds x ({cfg['dlrt_epochs']} DLRT + "
                       f"{cfg['sonly_epochs']} S-only + {cfg['sonly_epochs']} control) epochs on "

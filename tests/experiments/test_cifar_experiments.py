@@ -38,6 +38,8 @@ def test_finetune_quick_freezes_the_bases_and_says_synthetic():
         assert len(r["dlrt"]["test_acc"]) == 1 and len(r["s_only"]["test_acc"]) == 1
         assert 0 <= row["after_sonly"][0] <= 1
     assert d["published_cifar10"]["VGG16"] == [39.5, 67.7]
+    assert "crop" in d["augmentation"]
+    assert all(cfg["augment"] for cfg in cifar_finetune.PRESETS.values())
 
 
 def test_acc_vs_cr_quick_keeps_the_thesis_ranks():
@@ -81,3 +83,17 @@ def test_real_presets_without_cifar_are_one_line(name, tmp_path, capsys):
     assert code == 1 and len(errors) == 1 and "Traceback" not in err, err
     assert "cifar-10-python.tar.gz" in errors[0] and str(empty) in errors[0], errors[0]
     assert not (tmp_path / "out" / "data" / f"{name}.json").exists()
+
+
+def test_finetune_phases_train_with_the_augmentation_seeded_like_their_batches(monkeypatch):
+    from dlrt_ref.train.augment import Augment
+    given = []
+    monkeypatch.setattr(cifar_finetune, "train_record", lambda *a, augment=None, **k: given.append(augment) or {})
+    c = dict(model="lenet5_cifar", seed=2, backend="numpy", dataset="synthetic", width=0.125, subset=20,
+             test_subset=10, augment=True, epochs=1)
+    first = cifar_finetune.run_one(dict(c, phase="dlrt"), "t")
+    for phase in ("s-only", "dlrt-control"):
+        cifar_finetune.run_one(dict(c, phase=phase), "t", deps={"k": first})
+    cifar_finetune.run_one(dict(c, phase="dlrt", augment=False), "t")
+    assert all(isinstance(a, Augment) and a.pad == 4 and a.flip for a in given[:3])
+    assert [a.seed for a in given[:3]] == [2, 1002, 1002] and given[3] is None
