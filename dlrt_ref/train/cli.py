@@ -158,7 +158,9 @@ def add_arguments(p) -> None:
                         "(default for cifar10/cifar100; not for mnist)")
     g.add_argument("--no-augment", dest="augment", action="store_false", help="CIFAR: train on the plain images")
     a("--data-dir", help=f"folder with the MNIST IDX files (or a mnist/ subfolder), verified by checksum; default "
-                         f"${DATA_DIR_ENV} if set, else the copy shipped with the package")
+                         f"${DATA_DIR_ENV} if set, else the copy shipped with the package. CIFAR: the folder holding "
+                         "cifar-10-python.tar.gz / cifar-100-python.tar.gz or their extracted folders (default "
+                         f"${DATA_DIR_ENV}, then the cache)")
     a("--out", help="folder for config.json, results.json and checkpoint.npz (must not hold another run)")
     a("--overwrite", action="store_true", help="allow --out to replace the run already in that folder")
     a("--resume", help="continue from a checkpoint (its run options are used; --epochs is the new total)")
