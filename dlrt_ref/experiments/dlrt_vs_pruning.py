@@ -11,7 +11,9 @@ and LeNet5 (MNIST),
                    ra-bug's ranks are those of truncating the initial S, one truncation per step);
 ``fixed-rank``     DLRT with the fixed-rank BUG integrator at uniform ranks (:func:`~dlrt_ref.train.pruning.uniform_ranks`);
 ``uv``             vanilla W = U Vᵀ by Adam on U, V, same ranks and initial W as fixed-rank;
-``svd``            truncated SVD of the trained dense network, ranks by :func:`~dlrt_ref.train.pruning.svd_ranks`, no retraining;
+``svd``            truncated SVD of the trained dense network at the fixed-rank method's uniform ranks, no retraining
+                   (the JSON also has its accuracy at :func:`~dlrt_ref.train.pruning.svd_ranks`' energy-per-weight
+                   ranks, ``test_acc_energy_ranks``: that rule gives the 784-wide input layer rank 1–2 at 5–10 %);
 ``svd+retrain``    the same, retrained as fixed-rank DLRT (BUG) for ``epochs_re`` epochs;
 ``prune+retrain``  one-shot global magnitude pruning of the trained dense network, the mask kept while
                    retraining ``epochs_re`` epochs from the trained values (no rewinding).
@@ -264,10 +266,14 @@ def _dense_and_derived(c, tag, data, template, dense_params) -> dict:
            "derived": {}}
     for f in c["fractions"]:
         budget = int(f * dense_params)
-        ranks = P.svd_ranks(dense, budget)
+        energy = P.svd_ranks(dense, budget)
+        _, acc_energy = evaluate(svd_truncate(dense, energy), data.x_test, data.y_test)
+        ranks = P.uniform_ranks(dense, budget)  # the ranks of fixed-rank and UVᵀ: only the start differs
         low = svd_truncate(dense, ranks)
         _, acc = evaluate(low, data.x_test, data.y_test)
         res = {"svd": {"test_acc": acc, "params_eval": accounting.count_params(low, "eval"), "ranks": ranks[:-1],
+                       "test_acc_energy_ranks": acc_energy, "energy_ranks": energy[:-1],
+                       "params_eval_energy_ranks": accounting.count_params(svd_truncate(dense, energy), "eval"),
                        "peak_produce": peak_dense, "peak_final": None, "epochs": c["epochs_pre"]}}
         tr = DLRT(low, Adam(LR), method="bug")
         r = train_record(tr, data, c["epochs_re"], batch, seed, f"{tag} svd+retrain f={f}")
@@ -322,6 +328,9 @@ def assemble(cfg, results: dict) -> dict:
                 for key in ("peak_produce", "peak_final"):
                     for b, suffix in (("batch", ""), ("b1", "_b1")):
                         row[f"{key}{suffix}_mib"] = _stats([None if r[key] is None else r[key][b] for r in per_seed])
+                if method == "svd":
+                    row.update(test_acc_energy_ranks=_stats([r.get("test_acc_energy_ranks") for r in per_seed]),
+                               energy_ranks=[r.get("energy_ranks") for r in per_seed])
                 if method == "ra-bug":
                     row.update(tau=[r["tau"] for r in per_seed], predicted_ranks=[r["predicted_ranks"] for r in per_seed])
                 table[model][method][str(f)] = row

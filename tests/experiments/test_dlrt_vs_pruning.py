@@ -43,6 +43,9 @@ def test_quick_preset_files_and_table(quick):
                     assert all(p <= row["budget"] for p in row["params_eval"])
                 assert row["peak_produce_mib"]["mean"] > 0 and row["peak_produce_b1_mib"]["mean"] > 0
                 assert (row["peak_final_mib"]["mean"] is None) == (row["peak_final_b1_mib"]["mean"] is None) == (method == "svd")
+        for f, row in tab["svd"].items():  # SVD truncation at the fixed-rank ranks (only the start differs)
+            assert row["ranks"] == tab["fixed-rank"][f]["ranks"] == tab["svd+retrain"][f]["ranks"]
+            assert 0 <= row["test_acc_energy_ranks"]["mean"] <= 1
         # pruning and SVD are produced by dense training: their peak includes the dense run's
         for method in ("svd", "svd+retrain", "prune+retrain"):
             for row in tab[method].values():
