@@ -158,6 +158,8 @@ def setting_specs(dataset, dlrt_epochs, sonly_epochs, subset, test_subset=None, 
 
 
 def specs(cfg, backend: str) -> list:
+    for ds in cfg["datasets"]:  # an absent data set: its one-line DataError before any run starts
+        load_dataset(ds, False, 0, cfg["seed"], 10, 10)
     return [s for ds in cfg["datasets"] for s in setting_specs(ds, cfg["dlrt_epochs"], cfg["sonly_epochs"],
                                                                cfg["subset"], cfg["test_subset"], cfg["seed"], backend)]
 
