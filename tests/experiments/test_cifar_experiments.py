@@ -7,6 +7,7 @@ from dlrt_ref.cli import main
 from dlrt_ref.data import set_data_dir
 from dlrt_ref.experiments import cifar_acc_vs_cr, cifar_finetune
 from dlrt_ref.experiments.cifar_common import synthetic_cifar
+from dlrt_ref.train.augment import Augment
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +60,6 @@ def test_acc_vs_cr_quick_keeps_the_thesis_ranks():
 
 
 def test_acc_vs_cr_trains_with_the_augmentation_of_its_presets(monkeypatch):
-    from dlrt_ref.train.augment import Augment
     assert all(cfg["augment"] for cfg in cifar_acc_vs_cr.PRESETS.values())  # quick, full and paper
     given = []
     monkeypatch.setattr(cifar_acc_vs_cr, "train_record",
@@ -86,7 +86,6 @@ def test_real_presets_without_cifar_are_one_line(name, tmp_path, capsys):
 
 
 def test_finetune_phases_train_with_the_augmentation_seeded_like_their_batches(monkeypatch):
-    from dlrt_ref.train.augment import Augment
     given = []
     monkeypatch.setattr(cifar_finetune, "train_record", lambda *a, augment=None, **k: given.append(augment) or {})
     c = dict(model="lenet5_cifar", seed=2, backend="numpy", dataset="synthetic", width=0.125, subset=20,

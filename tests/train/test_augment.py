@@ -3,7 +3,14 @@ normalised per channel; seeded per step; shape, dtype and backend kept."""
 import numpy as np
 import pytest
 
+import dlrt_ref.train.augment as augment_module
+from dlrt_ref.data.splits import make_dataset
+from dlrt_ref.nn.layers import Dense, Flatten
+from dlrt_ref.nn.network import Sequential
 from dlrt_ref.train.augment import Augment, channel_stats
+from dlrt_ref.train.baselines import dense_trainer
+from dlrt_ref.train.loop import epoch_order, evaluate, fit
+from dlrt_ref.train.optim import SGD
 
 
 def _images(B=8, C=3, H=6, W=5, seed=0):
@@ -58,9 +65,8 @@ def test_bad_arguments(kw, match):
 
 
 def test_chunked_channel_stats_equal_the_direct_float64_ones(monkeypatch):
-    import dlrt_ref.train.augment as A
     x = (_images(B=37, C=3, H=4, W=4, seed=5) * 255).astype(np.uint8)
-    monkeypatch.setattr(A, "_CHUNK", 5)  # 8 chunks, the last one short
+    monkeypatch.setattr(augment_module, "_CHUNK", 5)  # 8 chunks, the last one short
     mean, std = channel_stats(x)
     ref = x.astype(np.float64)
     np.testing.assert_allclose(mean, ref.mean(axis=(0, 2, 3)), rtol=1e-13)
@@ -79,7 +85,6 @@ def test_config_round_trip_and_the_training_set_constructor():
 # ---- the augmentation inside fit (dlrt_ref.train.loop) ----------------------------------------------------------
 
 def _cifar_like(n=24, n_test=10, seed=0):
-    from dlrt_ref.data.splits import make_dataset
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (n + n_test, 3, 8, 8), dtype=np.uint8)
     y = np.arange(n + n_test) % 3
@@ -89,11 +94,6 @@ def _cifar_like(n=24, n_test=10, seed=0):
 
 def _recording_fit(data, aug, epochs=2, batch=8, seed=0):
     """fit a tiny dense net; return the (x, y) batches its trainer was given and the history."""
-    from dlrt_ref.nn.layers import Dense, Flatten
-    from dlrt_ref.nn.network import Sequential
-    from dlrt_ref.train.baselines import dense_trainer
-    from dlrt_ref.train.loop import fit
-    from dlrt_ref.train.optim import SGD
     net = Sequential([Flatten(), Dense(3 * 8 * 8, 3, seed=np.random.default_rng(1))])
     trainer = dense_trainer(net, SGD(0.01))
     seen, step = [], trainer.step
@@ -108,7 +108,6 @@ def _recording_fit(data, aug, epochs=2, batch=8, seed=0):
 
 
 def test_fit_gives_each_batch_its_position_draw_and_leaves_the_labels():
-    from dlrt_ref.train.loop import epoch_order
     data = _cifar_like()
     aug = Augment.for_training_set(data.x_train, seed=3)
     seen, _, _ = _recording_fit(data, aug, epochs=2, batch=8)
@@ -124,7 +123,6 @@ def test_fit_gives_each_batch_its_position_draw_and_leaves_the_labels():
 
 
 def test_fit_augmentation_is_reproducible_and_new_every_epoch():
-    from dlrt_ref.train.loop import epoch_order
     data = _cifar_like()
     aug = Augment.for_training_set(data.x_train, seed=3)
     a, hist_a, _ = _recording_fit(data, aug, epochs=2, batch=24)  # one batch per epoch
@@ -143,7 +141,6 @@ def test_fit_augmentation_is_reproducible_and_new_every_epoch():
 
 
 def test_fit_evaluates_on_normalised_images_and_without_augment_is_unchanged():
-    from dlrt_ref.train.loop import evaluate
     data = _cifar_like()
     aug = Augment.for_training_set(data.x_train, seed=3)
     _, hist, trainer = _recording_fit(data, aug, epochs=1)
@@ -151,5 +148,4 @@ def test_fit_evaluates_on_normalised_images_and_without_augment_is_unchanged():
     assert hist.epochs[-1]["test_loss"] == loss and hist.epochs[-1]["test_acc"] == acc
     assert evaluate(trainer.net, data.x_test, data.y_test)[0] != loss  # the raw images give another loss
     plain, hist0, _ = _recording_fit(data, None, epochs=1)
-    from dlrt_ref.train.loop import epoch_order
     np.testing.assert_array_equal(plain[0][0], data.x_train[epoch_order(24, 0, 0)[:8]])  # the data as they are
