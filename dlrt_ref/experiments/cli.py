@@ -35,7 +35,8 @@ run into the same folder, one without it is removed.
 Parallel sweeps (:mod:`dlrt_ref.experiments.runs`, :mod:`dlrt_ref.experiments.executors`): the experiments
 that declare ``specs``/``run_one``/``assemble`` execute their runs through ``--jobs N`` (local processes),
 ``--dask ADDRESS`` or ``--dask local:N`` (Dask, optional extra ``cluster``), with the same JSON as a serial
-run; the others run serially, with a one-line note. Completed runs are cached in ``OUT/.runs/`` (checksummed;
+run; the others run serially, with a one-line note (the timing experiments always: parallel runs would
+distort the wall times they measure). Completed runs are cached in ``OUT/.runs/`` (checksummed;
 ``--no-cache`` ignores it), so a rerun resumes. When runs fail, the experiment draws no figure and writes
 ``OUT/data/NAME.partial.json`` (failed specs and errors, completed results); the command exits 1.
 """
@@ -195,7 +196,10 @@ def probe(repeats: int = 3) -> float:
 
 
 def work(module, cfg) -> float | None:
-    """Rough work of a configuration: runs × epochs × training images (None: the module does not count runs)."""
+    """Rough work of a configuration: the module's own ``work(cfg)`` if it has one, else runs × epochs ×
+    training images (None: the module does not count runs)."""
+    if hasattr(module, "work") and cfg is not None:
+        return float(module.work(cfg))
     runs = B.count_runs(module, cfg)
     if runs is None:  # not a set of training runs: no scaling rule
         return None
@@ -314,7 +318,9 @@ def _run_all(names, budget, out, executor=None, cache=None) -> int:
         mine = dataclasses.replace(budget, backend=B.backend_for(mod, budget))  # host-only experiments: numpy
         split = hasattr(mod, "specs")
         if not split and not isinstance(executor, SerialExecutor):
-            _err(f"figures: {name} is not split into runs; it runs serially here ({executor.name} not used)")
+            why = getattr(mod, "SERIAL", None)  # the module's one-line reason
+            _err(f"figures: {name} runs serially ({why}); {executor.name} not used" if why else
+                 f"figures: {name} is not split into runs; it runs serially here ({executor.name} not used)")
         B.start_progress(name, B.count_runs(mod, cfg))
         t0 = time.perf_counter()
         failures = []

@@ -11,6 +11,9 @@ where σ_20(A) ≈ 1e-6.
 A third panel uses the derivative field Ȧ(t) = W1 A + A + A W2 with Euler
 sub-steps at r = 10: now the sub-steps add an O(h) error, and the robust
 integrators show first-order convergence down to the best-approximation level.
+
+Runs (:mod:`dlrt_ref.experiments.runs`): one per panel and integrator (21), so ``figures --jobs``/``--dask``
+spread the ~75 s of the full preset.
 """
 from __future__ import annotations
 
@@ -18,9 +21,9 @@ import time
 
 import numpy as np
 
-from dlrt_ref.experiments.budget import preset_name
 from dlrt_ref.experiments.ode_common import error_or_none, loglog_capped, run_method
 from dlrt_ref.experiments.plotting import STYLE, pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, serial_runner
 from dlrt_ref.ode.problems import toy
 
 NAME = "ode_convergence"
@@ -35,22 +38,46 @@ BACKENDS = ("numpy",)  # small problems, solved on the host whatever --backend s
 SEEDS = [0]  # the problem's random data: seed 0, fixed in code (recorded in the JSON)
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a name or a Budget; ``paper`` runs ``full``: no published protocol)."""
-    preset = preset_name(preset)
-    steps = STEPS[preset]
+PRESETS = {name: dict(steps=steps) for name, steps in STEPS.items()}  # ``paper`` runs ``full``
+KNOBS = {}
+
+
+def count_runs(cfg) -> int:
+    """One run per panel and method (each over every step count)."""
+    return len(PANELS) * len(METHODS)
+
+
+def work(cfg) -> float:
+    """Steps integrated, for the run plan's estimate."""
+    return float(len(PANELS) * len(METHODS) * sum(cfg["steps"]))
+
+
+def specs(cfg, backend: str) -> list:
+    """One spec per panel and method: the errors of that integrator at every step count."""
+    return [RunSpec(NAME, f"{key} {m}", dict(panel=key, rank=r, increments=incr, method=m, steps=cfg["steps"]))
+            for key, r, incr in PANELS for m in METHODS]
+
+
+def run_one(c: dict, tag: str) -> dict:
+    P = toy(N=100, r=c["rank"], seed=0, increments=c["increments"])
+    t0 = time.perf_counter()
+    errors = [error_or_none(P, run_method(P, c["method"], n)) for n in c["steps"]]
+    return {"errors": errors, "seconds": time.perf_counter() - t0, "best_error": P.best_error(P.T, c["rank"])}
+
+
+def assemble(cfg, results: dict) -> dict:
+    steps = cfg["steps"]
     out = {"problem": "toy", "N": 100, "T": 1.0, "seed": 0, "steps": steps, "h": [1.0 / n for n in steps],
            "methods": list(METHODS), "panels": {}}
     for key, r, incr in PANELS:
-        P = toy(N=100, r=r, seed=0, increments=incr)
-        errs, secs = {}, {}
-        for m in METHODS:
-            t0 = time.perf_counter()
-            errs[m] = [error_or_none(P, run_method(P, m, n)) for n in steps]
-            secs[m] = time.perf_counter() - t0
-        out["panels"][key] = {"rank": r, "increments": incr, "best_error": P.best_error(P.T, r),
-                              "errors": errs, "seconds": secs}
+        res = {m: results[f"{key} {m}"] for m in METHODS}
+        out["panels"][key] = {"rank": r, "increments": incr, "best_error": res[METHODS[0]]["best_error"],
+                              "errors": {m: res[m]["errors"] for m in METHODS},
+                              "seconds": {m: res[m]["seconds"] for m in METHODS}}
     return out
+
+
+run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially
 
 
 def plot(data: dict, out_dir):

@@ -7,6 +7,9 @@ and smaller error. Right: error ‖Y_n − Y(t_n)‖_F against the exact referen
 (expm_multiply), sampled along the run.
 
 .. [CKL22] G. Ceruti, J. Kusch, C. Lubich, BIT 62, 1149–1174, 2022.
+
+Not split into runs (:mod:`dlrt_ref.experiments.runs`): the full preset takes ~6 s on one core,
+less than starting workers.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.ode.problems import schrodinger
 
 NAME = "ode_rank_adaptive"
+SERIAL = "one whole computation of ~6 s: nothing worth spreading"  # figures --jobs/--dask
 CONFIG = {"quick": dict(T=1.0, steps=50, thetas=[1e-2, 1e-4]),
           "full": dict(T=5.0, steps=500, thetas=[1e-2, 1e-3, 1e-4, 1e-5, 1e-6])}
 N_SAMPLES = 25  # error samples per run

@@ -10,6 +10,9 @@ stay flat. The dotted line is the best rank-r approximation error at T.
 
 .. [KLW16] E. Kieri, C. Lubich, H. Walach, SIAM J. Numer. Anal. 54(2), 2016.
 .. [CL22] G. Ceruti, C. Lubich, BIT 62, 23–44, 2022.
+
+Not split into runs (:mod:`dlrt_ref.experiments.runs`): the full preset takes ~3 s on one core,
+less than starting workers.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from dlrt_ref.experiments.plotting import STYLE, pyplot, save
 from dlrt_ref.ode.problems import sylvester
 
 NAME = "ode_robustness"
+SERIAL = "one whole computation of ~3 s: nothing worth spreading"  # figures --jobs/--dask
 METHODS = ("ksl", "strang", "bug", "ra-bug", "parallel", "naive")
 SIGMAS = {"quick": [1e-1, 1e-4, 1e-7, 1e-10], "full": [10.0 ** -k for k in range(1, 11)]}
 CAP = 1e2

@@ -10,6 +10,9 @@ KSL (a splitting of unitary flows) keeps the norm up to the RK4 error; fixed-ran
 BUG (whose S-step starts from the projected M S0 Nᵀ) loses norm at every step.
 
 .. [CKL22] G. Ceruti, J. Kusch, C. Lubich, BIT 62, 1149–1174, 2022.
+
+Not split into runs (:mod:`dlrt_ref.experiments.runs`): the full preset takes ~5 s on one core,
+less than starting workers.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from dlrt_ref.experiments.plotting import STYLE, as_float, pyplot, save
 from dlrt_ref.ode.problems import schrodinger
 
 NAME = "ode_schrodinger_drift"
+SERIAL = "one whole computation of ~5 s: nothing worth spreading"  # figures --jobs/--dask
 CONFIG = {"quick": dict(T=1.0, steps=50), "full": dict(T=5.0, steps=500)}
 RUNS = (("ksl", None), ("bug", None), ("ra-bug", 1e-3), ("ra-bug", 1e-6))
 

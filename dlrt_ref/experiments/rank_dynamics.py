@@ -37,6 +37,10 @@ CPU). ``quick`` — a 16-16-16-4 teacher, mid values, the base setting and
 "small init", one seed, 60 steps; a 784-32-32-10 MLP (6 steps) and one
 LeNet5 step.
 
+Runs (:mod:`dlrt_ref.experiments.runs`): every teacher run, every MNIST run and the no-training
+truncation of the initial S are independent specs (228 in ``full``), so ``figures --jobs``/``--dask``
+spread them.
+
 Findings (figures/data/rank_dynamics.json; REPRODUCTION.md §10): with the
 default He-scaled initial spectrum no rule ends within ±1 of the teacher's
 ranks from above; the relative rule ends at (or, slowly, a few below) the
@@ -52,8 +56,8 @@ import numpy as np
 
 from dlrt_ref.data import load_mnist
 from dlrt_ref.data.synthetic import teacher_student
-from dlrt_ref.experiments.budget import as_budget, configure
 from dlrt_ref.experiments.plotting import jsonable, pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, serial_runner
 from dlrt_ref.lowrank import truncate
 from dlrt_ref.nn import lenet5, mlp
 from dlrt_ref.train.dlrt import DLRT
@@ -183,47 +187,51 @@ def student(widths, start, seed, spectrum="halfnormal", scale=1.0):
     return net
 
 
-def add_predicted(teacher: dict) -> None:
-    """Add ``predicted`` to every relative-rule teacher run: the ranks that truncating its initial S alone gives.
-
-    Deterministic (the student's seed, start, spectrum and scale; no data, no training);
-    None for the other rules.
-    """
-    for r in teacher["runs"]:
-        r["predicted"] = None
-        if r["rule"] == "relative":
-            v = VARIANTS[r["variant"]]
-            net = student(teacher["widths"], teacher["starts"][r["start"]], r["seed"], v.get("spectrum", "halfnormal"),
-                          v.get("scale", 1.0))
-            r["predicted"] = [predicted_ranks(l.S, r["value"], 2, l.rank)[0] for l in net.lowrank_layers()]
+def teacher_predicted(widths, start_rank, seed, variant, value):
+    """The ranks that truncating a relative-rule student's initial S alone gives (deterministic: the student's
+    seed, start, spectrum and scale; no data, no training)."""
+    v = VARIANTS[variant]
+    net = student(widths, start_rank, seed, v.get("spectrum", "halfnormal"), v.get("scale", 1.0))
+    return [predicted_ranks(l.S, value, 2, l.rank)[0] for l in net.lowrank_layers()]
 
 
-def part_teacher(cfg) -> dict:
-    runs = []
-    datasets = {s: teacher_student(cfg["n_train"], 0, cfg["widths"], list(cfg["true"]) + [None], seed=s,
-                                   dtype=np.float64) for s in cfg["seeds"]}
+def teacher_jobs(cfg) -> list:
+    """(variant, rule, value, start, seed) of every teacher run, in the order of the figure's data."""
     jobs = []
     for rule, values in cfg["rules"].items():
         jobs += [("base", rule, v) for v in values]
     for variant in cfg["variants"]:
         if variant != "base":
             jobs += [(variant, rule, MID[rule]) for rule in cfg["rules"]]
-    for variant, rule, value in jobs:
-        for start in ("above", "below"):
-            for seed in cfg["seeds"]:
-                t0 = time.perf_counter()
-                rec = teacher_run(cfg, datasets[seed], rule, value, cfg[start], seed, **VARIANTS[variant])
-                rec.update(variant=variant, rule=rule, value=value, start=start, seed=seed,
-                           seconds=time.perf_counter() - t0)
-                runs.append(rec)
-                print(f"[{NAME}] teacher {variant:16s} {rule:8s} {value:<5g} {start:5s} seed {seed}: "
-                      f"ranks {rec['final']} (true {list(cfg['true'])}), settle {rec['settle']}, "
-                      f"loss {rec['loss_first']:.3g} -> {rec['loss_last100']:.3g}, {rec['seconds']:.1f} s", flush=True)
-    out = {"widths": list(cfg["widths"]), "true": list(cfg["true"]), "starts": {"above": cfg["above"], "below": cfg["below"]},
-           "steps": cfg["steps"], "batch": cfg["batch"], "n_train": cfg["n_train"], "seeds": cfg["seeds"],
-           "variants": {k: VARIANTS[k] for k in cfg["variants"]}, "mid": MID, "runs": runs}
-    add_predicted(out)
-    return out
+    return [(variant, rule, value, start, seed) for variant, rule, value in jobs for start in ("above", "below")
+            for seed in cfg["seeds"]]
+
+
+def teacher_one(c: dict) -> dict:
+    """One teacher-student run (a spec's config ``c``), with its ``predicted`` ranks (relative rule; else None)."""
+    t0 = time.perf_counter()
+    data = teacher_student(c["n_train"], 0, c["widths"], list(c["true"]) + [None], seed=c["seed"], dtype=np.float64)
+    rec = teacher_run(c, data, c["rule"], c["value"], c["start_rank"], c["seed"], **VARIANTS[c["variant"]])
+    rec.update(variant=c["variant"], rule=c["rule"], value=c["value"], start=c["start"], seed=c["seed"],
+               seconds=time.perf_counter() - t0)
+    print(f"[{NAME}] teacher {c['variant']:16s} {c['rule']:8s} {c['value']:<5g} {c['start']:5s} seed {c['seed']}: "
+          f"ranks {rec['final']} (true {list(c['true'])}), settle {rec['settle']}, "
+          f"loss {rec['loss_first']:.3g} -> {rec['loss_last100']:.3g}, {rec['seconds']:.1f} s", flush=True)
+    rec["predicted"] = (teacher_predicted(c["widths"], c["start_rank"], c["seed"], c["variant"], c["value"])
+                        if c["rule"] == "relative" else None)
+    return rec
+
+
+def teacher_key(variant, rule, value, start, seed) -> str:
+    return f"teacher {variant} {rule}={value:g} {start} seed={seed}"
+
+
+def teacher_part(cfg, results) -> dict:
+    """Part 1 of the figure's data from the runs' results."""
+    return {"widths": list(cfg["widths"]), "true": list(cfg["true"]),
+            "starts": {"above": cfg["above"], "below": cfg["below"]}, "steps": cfg["steps"], "batch": cfg["batch"],
+            "n_train": cfg["n_train"], "seeds": cfg["seeds"], "variants": {k: VARIANTS[k] for k in cfg["variants"]},
+            "mid": MID, "runs": [results[teacher_key(*job)] for job in teacher_jobs(cfg)]}
 
 
 # --------------------------------------------------------------------------- #
@@ -261,28 +269,34 @@ def mnist_run(kind, build, data, tau, steps, batch, spectrum) -> dict:
     return rec
 
 
-def part_mnist(cfg) -> dict:
-    w = cfg["widths"]
-    caps = [min(a, b) // 2 for a, b in zip(w[:-2], w[1:-1])]
-    flat = load_mnist(subset=cfg["subset"], test_subset=2000, seed=0)
-    img = load_mnist(flatten=False, subset=cfg["subset"], test_subset=2000, seed=0)
-    runs = []
-    for spectrum in cfg["spectra"]:
-        for tau in cfg["taus"]:
-            if spectrum != "halfnormal" and tau != 0.1:
-                continue
-            runs.append(mnist_run("mlp", lambda sp: mlp(w, ranks=caps + [None], seed=0, spectrum=_init(sp)), flat,
-                                  tau, cfg["steps"], cfg["batch"], spectrum))
-    below = [cfg["below"]] * len(caps)
-    runs.append(mnist_run("mlp below", lambda sp: mlp(w, ranks=below + [None], seed=0), flat, 0.1, cfg["steps"],
-                          cfg["batch"], "halfnormal"))
-    for spectrum in cfg["lenet_spectra"]:
-        for tau in cfg["lenet_taus"]:
-            if spectrum != "halfnormal" and tau != 0.1:
-                continue
-            runs.append(mnist_run("lenet5", lambda sp: lenet5(ranks=[10, 25, 250, None], seed=0, spectrum=_init(sp)),
-                                  img, tau, cfg["lenet_steps"], cfg["batch"], spectrum))
-    # predicted ranks only (no training), every spectrum and tau
+def mnist_jobs(cfg) -> list:
+    """(kind, tau, spectrum) of every MNIST run, in the order of the figure's data."""
+    jobs = [("mlp", tau, sp) for sp in cfg["spectra"] for tau in cfg["taus"] if sp == "halfnormal" or tau == 0.1]
+    jobs.append(("mlp below", 0.1, "halfnormal"))
+    return jobs + [("lenet5", tau, sp) for sp in cfg["lenet_spectra"] for tau in cfg["lenet_taus"]
+                   if sp == "halfnormal" or tau == 0.1]
+
+
+def _caps(widths) -> list:
+    return [min(a, b) // 2 for a, b in zip(widths[:-2], widths[1:-1])]
+
+
+def mnist_one(c: dict) -> dict:
+    """One MNIST run (a spec's config ``c``): the tutorial MLP at its caps or at ``below``, or LeNet5."""
+    w, caps = c["widths"], _caps(c["widths"])
+    if c["kind"] == "lenet5":
+        data = load_mnist(flatten=False, subset=c["subset"], test_subset=2000, seed=0)
+        build = lambda sp: lenet5(ranks=[10, 25, 250, None], seed=0, spectrum=_init(sp))  # noqa: E731
+    else:
+        data = load_mnist(subset=c["subset"], test_subset=2000, seed=0)
+        ranks = caps if c["kind"] == "mlp" else [c["below"]] * len(caps)
+        build = lambda sp: mlp(w, ranks=ranks + [None], seed=0, spectrum=_init(sp))  # noqa: E731
+    return mnist_run(c["kind"], build, data, c["tau"], c["steps"], c["batch"], c["spectrum"])
+
+
+def mnist_predicted(c: dict) -> dict:
+    """No training: the ranks truncating the initial S gives, for every spectrum and τ, and over seeds at τ = 0.1."""
+    w, caps = c["widths"], _caps(c["widths"])
     grid = []
     for spectrum in ("halfnormal", "linear", "gaussian-product", "unit"):
         nets = {"mlp": mlp(w, ranks=caps + [None], seed=0, spectrum=_init(spectrum)),
@@ -293,34 +307,65 @@ def part_mnist(cfg) -> dict:
             for tau in (0.05, 0.1, 0.2):
                 grid.append({"kind": kind, "spectrum": spectrum, "tau": tau,
                              "predicted": [predicted_ranks(l.S, tau, 2, l.rank)[0] for l in net.lowrank_layers()]})
-    # the default init's predicted ranks at tau = 0.1 over seeds (no training)
-    seeds10 = {}
-    for s in range(cfg["seeds10"]):
+    seeds10 = {}  # the default init's predicted ranks at tau = 0.1 over seeds
+    for s in range(c["seeds10"]):
         net = mlp(w, ranks=caps + [None], seed=s)
         seeds10[str(s)] = [predicted_ranks(l.S, 0.1, 2, l.rank)[0] for l in net.lowrank_layers()]
-    return {"widths": w, "caps": caps, "lenet_caps": [10, 25, 250], "steps": cfg["steps"], "batch": cfg["batch"],
-            "subset": cfg["subset"], "optimizer": f"{MNIST_OPT} {MNIST_LR}", "runs": runs,
-            "predicted_grid": grid, "predicted_tau0.1_over_seeds": seeds10}
+    return {"predicted_grid": grid, "predicted_tau0.1_over_seeds": seeds10}
+
+
+def mnist_key(kind, tau, spectrum) -> str:
+    return f"mnist {kind} tau={tau:g} {spectrum}"
+
+
+PREDICTED = "mnist predicted ranks (no training)"
+
+
+def mnist_part(cfg, results) -> dict:
+    """Part 2 of the figure's data from the runs' results."""
+    return {"widths": cfg["widths"], "caps": _caps(cfg["widths"]), "lenet_caps": [10, 25, 250], "steps": cfg["steps"],
+            "batch": cfg["batch"], "subset": cfg["subset"], "optimizer": f"{MNIST_OPT} {MNIST_LR}",
+            "runs": [results[mnist_key(*job)] for job in mnist_jobs(cfg)], **results[PREDICTED]}
 
 
 def _init(spectrum):
     return "halfnormal" if spectrum == "unit" else spectrum
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
-    budget = as_budget(preset, backend)
-    backend = budget.backend
-    cfg = configure(PRESETS, KNOBS, budget)
-    t0 = time.perf_counter()
-    teacher = part_teacher(cfg["teacher"])
-    t1 = time.perf_counter()
-    mnist = part_mnist(cfg["mnist"])
-    t2 = time.perf_counter()
-    return jsonable({"teacher": teacher, "mnist": mnist, "seconds": {"teacher": t1 - t0, "mnist": t2 - t1},
+def count_runs(cfg) -> int:
+    """Teacher runs, MNIST runs, and the no-training truncation of the initial S (one run)."""
+    return len(teacher_jobs(cfg["teacher"])) + len(mnist_jobs(cfg["mnist"])) + 1
+
+
+def specs(cfg, backend: str) -> list:
+    """One spec per teacher run and per MNIST run, and one for the predicted ranks (all independent)."""
+    T, M = cfg["teacher"], cfg["mnist"]
+    shared = {k: T[k] for k in ("widths", "true", "n_train", "batch", "steps", "every")}
+    out = [RunSpec(NAME, teacher_key(v, r, x, st, sd), dict(shared, part="teacher", variant=v, rule=r, value=x,
+                                                             start=st, start_rank=T[st], seed=sd))
+           for v, r, x, st, sd in teacher_jobs(T)]
+    shared = {k: M[k] for k in ("widths", "subset", "steps", "batch", "below")}
+    out += [RunSpec(NAME, mnist_key(kind, tau, sp), dict(shared, part="mnist", kind=kind, tau=tau, spectrum=sp,
+                                                         steps=M["lenet_steps"] if kind == "lenet5" else M["steps"]))
+            for kind, tau, sp in mnist_jobs(M)]
+    return out + [RunSpec(NAME, PREDICTED, dict(part="predicted", widths=M["widths"], seeds10=M["seeds10"]))]
+
+
+def run_one(c: dict, tag: str) -> dict:
+    return {"teacher": teacher_one, "mnist": mnist_one, "predicted": mnist_predicted}[c["part"]](c)
+
+
+def assemble(cfg, results: dict) -> dict:
+    teacher, mnist = teacher_part(cfg["teacher"], results), mnist_part(cfg["mnist"], results)
+    return jsonable({"teacher": teacher, "mnist": mnist,
+                     "seconds": {"teacher": sum(r["seconds"] for r in teacher["runs"]),
+                                 "mnist": sum(r["seconds"] for r in mnist["runs"])},
                      "budget": f"teacher: {len(teacher['runs'])} runs x {cfg['teacher']['steps']} steps "
                                f"({len(cfg['teacher']['seeds'])} seeds); MNIST: {len(mnist['runs'])} runs x "
                                f"{cfg['mnist']['steps']} steps, 1 seed", "threads": "OMP_NUM_THREADS=1"})
+
+
+run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially
 
 
 # --------------------------------------------------------------------------- #

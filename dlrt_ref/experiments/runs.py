@@ -15,8 +15,9 @@ An experiment that can spread its runs declares, beside ``run`` and ``plot``,
 processes, a Dask cluster: :mod:`dlrt_ref.experiments.executors`), hands a
 spec that depends on others (a fine-tuning phase 2 on its phase 1) to the
 executor only once their results exist, passing them to ``run_one``, and
-returns the results in spec order (never in order of completion). Every result is normalised to its JSON form (what a JSON
-round trip gives back), so a fresh result and a cached one are the same value.
+returns the results in spec order (never in order of completion). Every
+result is normalised to its JSON form (what a JSON round trip gives back), so
+a fresh result and a cached one are the same value.
 
 :class:`RunCache` keeps each completed run in ``OUT/.runs/<digest>.json``; the
 digest hashes the experiment, the configuration, the digests of its
@@ -57,6 +58,11 @@ class RunSpec:
     key: str
     config: dict
     deps: tuple = field(default=())
+
+    def __post_init__(self):
+        # the config in its JSON form (tuples -> lists, ...): what the cache stores, compares and hashes
+        object.__setattr__(self, "config", normalise(self.config))
+        object.__setattr__(self, "deps", tuple(self.deps))
 
     def as_dict(self) -> dict:
         return {"experiment": self.experiment, "key": self.key, "config": self.config, "deps": list(self.deps)}

@@ -28,6 +28,9 @@ at its published ranks: fixed-rank BUG (library) at ranks [27, 40, 37, 38]
 (d = 500, eval c.r. 86.52 %) for ``FIXED_EPOCHS_FULL`` = 100 epochs from the
 library's initialisation, against [P]'s fixed-rank log. ``quick``: d = 32,
 3 epochs (fixed rank: 2 epochs at rank 4) on a 2000-image subset.
+
+Runs (:mod:`dlrt_ref.experiments.runs`): one per variant and (d, τ), and the fixed-rank run, all
+independent (15 in ``full``), so ``figures --jobs``/``--dask`` spread them.
 """
 from __future__ import annotations
 
@@ -35,8 +38,9 @@ import time
 
 import numpy as np
 
-from dlrt_ref.experiments.budget import as_budget, configure, run_done
+from dlrt_ref.experiments.budget import run_done
 from dlrt_ref.experiments.plotting import jsonable, pyplot, save
+from dlrt_ref.experiments.runs import RunSpec, serial_runner
 from dlrt_ref.experiments.tf2022_step import TF2022Emulation
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, train_record
 from dlrt_ref.nn import mlp
@@ -77,6 +81,7 @@ BACKENDS = ("numpy",)  # the emulation is a NumPy re-implementation
 def count_runs(cfg) -> int:
     """Every variant at every (d, tau), plus the fixed-rank run."""
     return len(cfg["runs"]) * len(VARIANTS) + 1
+
 
 # Read from the authors' logs (CSMMLab/DLRT-Net, illustration/paper_data/..., see the module docstring):
 # epoch -> (test accuracy, ranks) of the adaptive phase; "finetune": (first, last, max) test accuracy of the
@@ -149,39 +154,56 @@ def _library(d, tau, data, cfg, tag):
             "cr_eval": [c["cr_eval"] for c in full["cr"]], "train_loss": full["train_loss"], "seconds": full["seconds"]}
 
 
-def run(preset="full", backend: str = "numpy") -> dict:
-    """Run under ``preset`` (a preset name or a :class:`~dlrt_ref.experiments.budget.Budget`)."""
-    budget = as_budget(preset, backend)
-    backend = budget.backend
-    if backend != "numpy":
-        raise ValueError(f"{NAME} runs on numpy only (the emulation is a NumPy re-implementation), got {backend!r}")
-    cfg = configure(PRESETS, KNOBS, budget)
-    data = load_dataset("mnist", True, cfg["validation"], cfg["seed"], cfg["subset"], cfg["test_subset"])
-    out = {"config": {k: v for k, v in cfg.items()}, "lr": LR, "batch": BATCH, "variants": {}, "runs": {},
-           "published_log": jsonable(PUBLISHED_LOG),
-           "budget": f"{cfg['runs']} (d, tau), {len(VARIANTS)} variants, {cfg['epochs']} epochs, "
-                     f"train subset {cfg['subset'] or '50k'}, 1 seed"}
-    out["variants"] = {name: sw for name, sw in VARIANTS.items()}
-    for d, tau in cfg["runs"]:
-        key = f"{d}/{tau}"
-        out["runs"][key] = {}
-        for name, sw in VARIANTS.items():
-            tag = f"{NAME} d={d} tau={tau} {name}"
-            out["runs"][key][name] = (_library(d, tau, data, cfg, tag) if sw is None
-                                      else _emulated(d, tau, sw, data, cfg, tag))
-    d, ranks, epochs = cfg["fixed"]
-    out["fixed_rank"] = _fixed(d, ranks, epochs, data, cfg)
-    return out
-
-
-def _fixed(d, ranks, epochs, data, cfg):
+def _fixed(d, ranks, epochs, data, cfg, tag):
     net = mlp([784, d, d, d, d, 10], ranks=list(ranks) + [None], seed=cfg["seed"])
-    rec = train_record(DLRT(net, Adam(LR), method="bug"), data, epochs, BATCH, cfg["seed"],
-                       f"{NAME} fixed rank {ranks} d={d}")
+    rec = train_record(DLRT(net, Adam(LR), method="bug"), data, epochs, BATCH, cfg["seed"], tag)
     k = best_epoch(rec, "val_loss")
     return {"d": d, "ranks": list(ranks), "epochs": epochs, "test_acc": rec["test_acc"], "val_acc": rec["val_acc"],
             "val_loss": rec["val_loss"], "cr_eval": rec["cr"][-1]["cr_eval"], "best_val_loss_epoch": k + 1,
             "test_acc_at_best_val_loss": rec["test_acc"][k], "seconds": rec["seconds"]}
+
+
+def _key(d, tau, name) -> str:
+    return f"d={d} tau={tau} {name}"
+
+
+def _fixed_key(cfg) -> str:
+    d, ranks, _ = cfg["fixed"]
+    return f"fixed rank {list(ranks)} d={d}"
+
+
+def specs(cfg, backend: str) -> list:
+    """One spec per variant at each (d, τ), and the fixed-rank run; all independent."""
+    if backend != "numpy":
+        raise ValueError(f"{NAME} runs on numpy only (the emulation is a NumPy re-implementation), got {backend!r}")
+    shared = {k: cfg[k] for k in ("epochs", "subset", "test_subset", "validation", "seed")}
+    out = [RunSpec(NAME, _key(d, tau, name), dict(shared, d=d, tau=tau, variant=name, switches=sw))
+           for d, tau in cfg["runs"] for name, sw in VARIANTS.items()]
+    d, ranks, epochs = cfg["fixed"]
+    return out + [RunSpec(NAME, _fixed_key(cfg), dict(shared, d=d, fixed_ranks=list(ranks), epochs=epochs))]
+
+
+def run_one(c: dict, tag: str) -> dict:
+    """One variant's run (``switches`` None: the library's ra-bug), or the fixed-rank run (``fixed_ranks``)."""
+    data = load_dataset("mnist", True, c["validation"], c["seed"], c["subset"], c["test_subset"])
+    if "fixed_ranks" in c:
+        return _fixed(c["d"], c["fixed_ranks"], c["epochs"], data, c, tag)
+    if c["switches"] is None:
+        return _library(c["d"], c["tau"], data, c, tag)
+    return _emulated(c["d"], c["tau"], c["switches"], data, c, tag)
+
+
+def assemble(cfg, results: dict) -> dict:
+    return {"config": {k: v for k, v in cfg.items()}, "lr": LR, "batch": BATCH,
+            "variants": {name: sw for name, sw in VARIANTS.items()},
+            "runs": {f"{d}/{tau}": {name: results[_key(d, tau, name)] for name in VARIANTS} for d, tau in cfg["runs"]},
+            "published_log": jsonable(PUBLISHED_LOG),
+            "budget": f"{cfg['runs']} (d, tau), {len(VARIANTS)} variants, {cfg['epochs']} epochs, "
+                      f"train subset {cfg['subset'] or '50k'}, 1 seed",
+            "fixed_rank": results[_fixed_key(cfg)]}
+
+
+run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially
 
 
 def plot(data: dict, out_dir):

@@ -19,6 +19,9 @@ Budget. ``full``: ranks 5 … 1280 (2560 left out: one step ≈ 4 QR of
 5120×2560 per layer, minutes on one core), 3 repeats (2 for r ≥ 640 and
 dense), prediction timed on 2000 test images and scaled ×5 to 10k — 1.6 min
 measured. ``quick``: 784-256×4-10, ranks 4, 16, 64, 1 repeat, 500 test images.
+
+Serial always: ``figures --jobs``/``--dask`` run it in the main process, one thing at a time, and say so
+(parallel timings on shared cores are meaningless).
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.optim import SGD
 
 NAME = "timings_paper"
+SERIAL = "it measures wall times, which parallel runs sharing the cores would distort"  # figures --jobs/--dask
 PRESETS = {
     "quick": dict(width=256, ranks=[4, 16, 64], repeats=1, big_repeats=1, big_from=64, n_predict=500),
     "full": dict(width=5120, ranks=[5, 10, 20, 40, 80, 160, 320, 640, 1280], repeats=3, big_repeats=2,

@@ -25,6 +25,9 @@ whole network, :mod:`dlrt_ref.train.accounting`) against the layer-wise cr.
 Budget. ``full``: dense + cr ∈ {0, 0.5, 0.8, 0.9, 0.95}, 70k images, fwd
 median of 2, pass and step 1 each after no warm-up beyond the fwd — 39 s
 measured. ``quick``: 2000 images, cr ∈ {0.5, 0.9}.
+
+Serial always: ``figures --jobs``/``--dask`` run it in the main process, one thing at a time, and say so
+(parallel timings on shared cores are meaningless).
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.optim import SGD
 
 NAME = "timings_thesis"
+SERIAL = "it measures wall times, which parallel runs sharing the cores would distort"  # figures --jobs/--dask
 WIDTHS = [784, 500, 300, 100, 10]
 PRESETS = {"quick": dict(crs=[0.5, 0.9], n=2000, fwd_repeats=1, step_repeats=1),
            "full": dict(crs=[0.0, 0.5, 0.8, 0.9, 0.95], n=70000, fwd_repeats=2, step_repeats=1)}

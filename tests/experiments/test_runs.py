@@ -10,7 +10,8 @@ from dlrt_ref.cli import main
 from dlrt_ref.errors import UsageError
 from dlrt_ref.experiments import budget as B
 from dlrt_ref.experiments import executors as E
-from dlrt_ref.experiments import fc_tau_sweep, load
+from dlrt_ref.data import DataError
+from dlrt_ref.experiments import EXPERIMENTS, fc_tau_sweep, load
 from dlrt_ref.experiments import runs as R
 from tests.experiments import kill_once
 
@@ -113,7 +114,8 @@ def test_a_worker_killed_mid_sweep_the_sweep_finishes_and_a_rerun_uses_the_cache
     finally:
         ex.close()
     assert marker.exists() and not failures, failures  # the victim killed its worker, and yet every run finished
-    assert json.dumps(strip(R.normalise(fc_tau_sweep.assemble(cfg, results)))) == json.dumps(strip(serial_json["data"]))
+    data = R.normalise(fc_tau_sweep.assemble(cfg, results))
+    assert json.dumps(strip(data)) == json.dumps(strip(serial_json["data"]))
     calls = []
 
     class Counting(R.SerialExecutor):
@@ -205,8 +207,8 @@ def test_dependencies_run_after_what_they_need_and_fail_with_it():
     d = R.RunSpec("x", "d", {}, deps=("a",))
     e = R.RunSpec("x", "e", {}, deps=("d",))
     _, failures = R.sweep([a, d, e, b], Recording(), progress=False)
-    assert [(f["key"], f["error"]) for f in failures] == [("a", "ValueError: x"), ("d", "skipped: dependency failed: a"),
-                                                         ("e", "skipped: dependency failed: d")]
+    assert [(f["key"], f["error"]) for f in failures] == [
+        ("a", "ValueError: x"), ("d", "skipped: dependency failed: a"), ("e", "skipped: dependency failed: d")]
     with pytest.raises(ValueError, match="depends on 'zz'"):
         R.sweep([R.RunSpec("x", "e", {}, deps=("zz",))], progress=False)
     with pytest.raises(ValueError, match=r"dependency cycle among \['p', 'q'\]"):
@@ -278,6 +280,30 @@ def test_gpu_for_worker():
 
 
 def test_jobs_note_for_experiments_not_split_into_runs(tmp_path, capsys):
+    """An experiment run whole says in one line why it runs serially; the timing experiments always do."""
     assert main(["figures", "--only", "ode_rank_adaptive", "--jobs", "2", "--out", str(tmp_path), "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert "ode_rank_adaptive is not split into runs; it runs serially here" in err
+    assert ("figures: ode_rank_adaptive runs serially (one whole computation of ~6 s: nothing worth spreading); "
+            "2 local processes not used") in err
+    for name in ("timings_paper", "timings_thesis"):
+        mod = load(name)
+        assert not hasattr(mod, "specs") and "wall times" in mod.SERIAL
+
+
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if hasattr(load(n), "specs")])
+def test_every_split_experiment_counts_its_specs(name, tmp_path):
+    """count_runs (the progress total and ETA) is the number of specs; keys are unique; a cache entry of every
+    spec reads back (its config is its JSON form: a tuple in it would never match the stored list)."""
+    mod = load(name)
+    cache = R.RunCache(tmp_path, lambda line: pytest.fail(line))
+    for preset in ("quick", "full"):
+        cfg = B.resolve(mod, B.Budget(preset))
+        try:
+            specs = mod.specs(cfg, "numpy")
+        except DataError:  # the CIFAR experiments' full preset without the archives
+            continue
+        assert len(specs) == B.count_runs(mod, cfg), (name, preset)
+        assert len({s.key for s in specs}) == len(specs)
+        for s in specs[:3] + specs[-3:]:
+            cache.put(s, cache.digest(s), {"x": 1})
+            assert cache.get(s, cache.digest(s)) == {"x": 1}, (name, s.key)
