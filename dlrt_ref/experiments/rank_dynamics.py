@@ -337,6 +337,19 @@ def count_runs(cfg) -> int:
     return len(teacher_jobs(cfg["teacher"])) + len(mnist_jobs(cfg["mnist"])) + 1
 
 
+LENET5_MACS = 2.3e6  # LeNet5's multiply-adds per 28x28 image (conv 288k + 1.6M, fc 400k + 5k), for work()
+
+
+def work(cfg) -> float:
+    """Rough multiply-adds of all training (samples x the dense layers' sizes), for the run plan's estimate."""
+    T, M = cfg["teacher"], cfg["mnist"]
+    dense = lambda w: sum(a * b for a, b in zip(w[:-1], w[1:]))  # noqa: E731
+    lenets = sum(kind == "lenet5" for kind, _, _ in mnist_jobs(M))
+    return float(len(teacher_jobs(T)) * T["steps"] * T["batch"] * dense(T["widths"])
+                 + (len(mnist_jobs(M)) - lenets) * M["steps"] * M["batch"] * dense(M["widths"])
+                 + lenets * M["lenet_steps"] * M["batch"] * LENET5_MACS)
+
+
 def specs(cfg, backend: str) -> list:
     """One spec per teacher run and per MNIST run, and one for the predicted ranks (all independent)."""
     T, M = cfg["teacher"], cfg["mnist"]
