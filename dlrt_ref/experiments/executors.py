@@ -16,8 +16,8 @@ appended, and it ends when every call has a result.
   runs of a worker that dies. Dask is optional (``pip install .[cluster]``) and imported only here, on use.
 
 GPUs (``--backend cupy``): on a cluster each worker uses its own GPU, one run at a time (one thread
-per worker). :func:`gpu_for_worker` picks the device of a worker from its name or from
-``CUDA_VISIBLE_DEVICES`` (dask-cuda's ``LocalCUDACluster`` sets that, one device per worker);
+per worker). :func:`gpu_for_worker` picks the device of a worker from its name, or takes the first
+device it sees under dask-cuda (``LocalCUDACluster``, ``dask cuda worker``: its own GPU listed first);
 :func:`on_gpu` makes it the current CuPy device around each run. Start GPU workers as
 ``dask worker ADDRESS --nworkers N --nthreads 1 --name gpu`` (named gpu-0 … gpu-(N−1)) or with dask-cuda.
 """
@@ -27,6 +27,7 @@ import functools
 import multiprocessing
 import os
 import re
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -160,14 +161,19 @@ def make_executor(jobs: int | None = None, dask: str | None = None, backend: str
 
 # ---- GPUs ----------------------------------------------------------------------------------------------------------
 
-def gpu_for_worker(name, n_devices: int, visible: str | None = None) -> int:
-    """The CuPy device index a worker uses: 0 when ``CUDA_VISIBLE_DEVICES`` (``visible``) gives it one
-    device (dask-cuda's LocalCUDACluster), else its number (the name of a LocalCluster worker, or the
-    trailing digits of a name like ``gpu-3``) modulo ``n_devices``."""
+def gpu_for_worker(name, n_devices: int, visible: str | None = None, dask_cuda: bool = False) -> int:
+    """The CuPy device index a worker uses (one worker per GPU, one run at a time).
+
+    - A dask-cuda worker (``dask cuda worker``, ``LocalCUDACluster``; ``dask_cuda``): 0. dask-cuda gives worker k
+      the list ``CUDA_VISIBLE_DEVICES`` rotated by k, so its own GPU is the first visible one, CuPy's device 0.
+    - A worker that sees exactly one device (``visible``, its ``CUDA_VISIBLE_DEVICES``, names one): 0.
+    - Any other worker: the number its name ends with (a LocalCluster's 0, 1, ...; ``gpu-3`` from
+      ``dask worker --nworkers N --name gpu``) modulo ``n_devices``.
+    """
     if n_devices < 1:
         raise ValueError(f"n_devices must be >= 1, got {n_devices!r}")
-    if visible is not None and visible.strip() and "," not in visible:
-        return 0  # the worker sees exactly one device: its own
+    if dask_cuda or (visible is not None and visible.strip() and "," not in visible):
+        return 0  # its own device is the first it sees
     m = re.search(r"(\d+)$", str(name))
     if m is None:
         raise ValueError(f"worker name {name!r} has no number to pick a GPU by; name workers like gpu-0, gpu-1")
@@ -183,6 +189,6 @@ def on_gpu(fn, *args):
     from dask.distributed import get_worker  # optional: we run on a Dask worker
 
     device = gpu_for_worker(get_worker().name, cupy.cuda.runtime.getDeviceCount(),
-                            os.environ.get("CUDA_VISIBLE_DEVICES"))
+                            os.environ.get("CUDA_VISIBLE_DEVICES"), dask_cuda="dask_cuda" in sys.modules)
     with cupy.cuda.Device(device):
         return fn(*args)

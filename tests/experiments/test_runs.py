@@ -271,8 +271,13 @@ def test_dask_missing_is_one_line_naming_the_extra(monkeypatch, capsys):
 def test_gpu_for_worker():
     assert [E.gpu_for_worker(i, 2) for i in range(5)] == [0, 1, 0, 1, 0]  # LocalCluster names 0, 1, ...
     assert E.gpu_for_worker("gpu-3", 4) == 3 and E.gpu_for_worker("tcp://w-7", 4) == 3
-    assert E.gpu_for_worker("anything-5", 8, visible="5") == 0  # dask-cuda: the worker sees its own device only
-    assert E.gpu_for_worker(3, 4, visible="0,1,2,3") == 3
+    assert E.gpu_for_worker("anything-5", 8, visible="5") == 0  # the worker sees its own device only
+    assert E.gpu_for_worker(3, 4, visible="0,1,2,3") == 3  # plain workers that all see every device (e.g. SLURM)
+    # dask-cuda: worker k sees the devices rotated by k, its own first (dask_cuda's cuda_visible_devices); by name
+    # (k mod 4) workers 1 and 3 would both take physical device 2 of the rotated lists "1,2,3,0" and "3,0,1,2"
+    for k in range(4):
+        visible = ",".join(str((k + j) % 4) for j in range(4))
+        assert visible.split(",")[E.gpu_for_worker(k, 4, visible=visible, dask_cuda=True)] == str(k)
     with pytest.raises(ValueError, match="n_devices"):
         E.gpu_for_worker(0, 0)
     with pytest.raises(ValueError, match="no number"):
