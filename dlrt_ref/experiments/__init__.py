@@ -11,8 +11,8 @@ Each module ``dlrt_ref.experiments.<name>`` provides
     draw it into ``out_dir/<name>.png`` and ``out_dir/<name>.pdf``
     (use :func:`dlrt_ref.experiments.plotting.save`).
 
-An experiment made of independent training runs also declares ``specs(cfg, backend)``,
-``run_one(config, tag)`` and ``assemble(cfg, results)`` (:mod:`dlrt_ref.experiments.runs`), so that
+An experiment made of training runs also declares ``specs(cfg, backend)`` (a run may name the runs it depends
+on), ``run_one(config, tag[, deps])`` and ``assemble(cfg, results)`` (:mod:`dlrt_ref.experiments.runs`), so that
 ``figures --jobs N`` / ``--dask`` can spread its runs; ``run`` is then ``assemble`` of the serial results.
 
 ``python -m dlrt_ref figures`` (:mod:`dlrt_ref.experiments.cli`) runs them and
