@@ -161,7 +161,8 @@ def run(args) -> int:
     set_data_dir(args.data_dir)
     if not args.quiet:
         sys.stderr.write(f"figures: {args.preset} preset, {len(names)} experiment(s) ({', '.join(names)}); data "
-                         f"{data_dir() or 'shipped MNIST'}; {describe_threads()}; out {out}\n")
+                         f"{data_dir() or 'default places (MNIST: the shipped copy; others: their default folders)'}; "
+                         f"{describe_threads()}; out {out}\n")
         sys.stderr.flush()
     executor = make_executor(args.jobs, args.dask, args.backend)
     try:
