@@ -134,9 +134,9 @@ def plot(data: dict, out_dir):
             for li, v in enumerate(p[2]):
                 ax.axhline(v, color=f"C{li + 2}", linestyle="--", alpha=0.6,
                            label=f"[T] best run, τ = {name}" if li == 0 else None)
-    ax.set(xlabel="epoch", ylabel="rank after the epoch", yscale="log", title="ranks (DLRT arm)",
+    ax.set(xlabel="epoch", ylabel="rank after the epoch (log)", yscale="log", title="ranks (DLRT arm)",
            xticks=list(range(1, data["epochs"] + 1)))
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center right")
     fig.suptitle(f"Thesis LeNet5 on MNIST, ra-bug τ = {', '.join(map(str, data['taus']))} vs dense, SGD {data['lr']}, "
                  f"batch {data['batch']}: seed bands, ours ({budget}) vs [T]")
     return save(fig, out_dir, NAME)
