@@ -131,6 +131,7 @@ def draw_arm(axes, arm: dict, label: str, color) -> None:
         sd = scale * np.array([x["std"] or 0.0 for x in b[key]])
         ax.plot(ep, mu, "o-", color=color, markersize=3, label=label)
         ax.fill_between(ep, mu - sd, mu + sd, color=color, alpha=0.25, linewidth=0)
+        ax.set_xticks(ep)  # whole epochs
     row = arm["row"]
     acc, cr = row["test_acc"], row["cr_eval"]
     axes[2].errorbar([100 * cr["mean"]], [100 * acc["mean"]], xerr=[100 * (cr["std"] or 0)],
@@ -160,8 +161,8 @@ def plot(data: dict, out_dir):
     axes[1].set(xlabel="epoch", ylabel="mean rank of the 4 layers", title="ranks per epoch (mean ± std)")
     axes[2].set(xlabel="eval compression rate [%]", ylabel="test accuracy [%]",
                 title="row at min val loss (mean ± std) vs [P]")
-    lo = min(100 * a["row"]["test_acc"]["mean"] for a in data["arms"].values()) - 3
-    axes[0].set_ylim(bottom=max(lo, 0))
+    lo = min(100 * (x["mean"] - (x["std"] or 0)) for a in data["arms"].values() for x in a["bands"]["test_acc"])
+    axes[0].set_ylim(bottom=max(lo - 0.5, 0))  # every band in view
     for ax in axes:
         ax.legend(fontsize=7)
     fig.suptitle(f"MLP 784-{data['config']['d']}×4-10 on MNIST, ra-bug: {data['budget']}; "
