@@ -11,8 +11,8 @@ Here: several seeds of both arms at the same budget, reported as mean ± std wit
 ddof = 1 (per epoch and at the chosen epoch). Budget. ``full``: 3 seeds × 2 arms ×
 ``EPOCHS_FULL`` = 3 epochs on the 55k training images (the full 10k test set) — the
 "10 epochs on the full training set" of the issue do not fit the CPU budget of the
-session (a 55k epoch costs ~1.3 min for DLRT, ~1 min dense, on one core); the
-per-epoch bands show how far from converged the accuracies are. ``quick``: 2 seeds,
+session (the 6 runs took 24.7 min wall on a loaded shared core); the per-epoch bands
+show how far from converged the accuracies are. ``quick``: 2 seeds,
 1 epoch on 512 images. ``paper``: [T]'s protocol, 5 seeds × 20 epochs.
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ half-normal initial spectrum; correct truncation. The dense reference uses Adam 
 
 Budget. ``full``: the 4 τ of the table and the dense net, seed 0, ``EPOCHS_FULL`` = 2
 epochs on the 50k split (the full 10k test set) — the ranks and c.r. are comparable,
-the accuracies are after 2 epochs, not converged. ``quick``: 2 τ + dense, 1 epoch on
+the accuracies are after 2 epochs, not converged (20.0 min wall on a loaded shared core). ``quick``: 2 τ + dense, 1 epoch on
 512 images. ``paper``: 4 τ, 5 seeds (supplementary Table 6), 20 epochs — the table does
 not state its epochs; 20 is [T]'s LeNet5 protocol, an assumption.
 """
