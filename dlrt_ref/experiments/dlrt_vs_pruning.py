@@ -1,6 +1,6 @@
 """DLRT against pruning and SVD truncation at equal parameter budgets, with measured peak training memory.
 
-The thesis's argument (Zangrando 2022, ch. 1; [P] Sec. 1): DLRT finds a small
+The argument of [P]'s abstract (Schotthöfer et al. 2022) and of the thesis: DLRT finds a small
 network *during* training, where pruning and post-hoc low-rank truncation need
 a trained dense network first. Issue 16 §5 asks to show it: at 5 parameter
 budgets (fractions of the dense weight count) compare, on MLP 784-500×4-10
@@ -39,7 +39,7 @@ few steps continued from its trained state; svd: none).
 
 Budget. ``full``: MLP on a stratified 10 000-image subset, LeNet5 on a 4000-image subset (test on
 all 10 000 / 2000 test images), 1 + 1 epochs (from-scratch methods 2), 3 seeds, 5 fractions, batch 128
-(probed: 2 + 2 epochs would take ~50 min on the shared cores). ``quick``: tiny widths/subsets for
+(probed: 2 + 2 epochs would take ~50 min on the shared cores); measured 47.9 min on 2 shared, loaded cores. ``quick``: tiny widths/subsets for
 the tests. ``paper``: no published table exists; the same comparison on the whole training set,
 10 + 10 epochs, 5 seeds (for a user with hours).
 """

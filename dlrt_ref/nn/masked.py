@@ -2,8 +2,8 @@ r"""Masked (pruned) dense and convolutional layers: a binary mask kept through t
 
 Magnitude pruning (Han et al. 2015; the lottery-ticket protocol of Frankle &
 Carbin 2019) trains a network whose weight is :math:`W \odot M` for a fixed
-binary mask :math:`M \in \{0, 1\}^{m \times n}`. The thesis compares DLRT with
-such networks at equal parameter counts (Zangrando 2022, ch. 1: DLRT finds the
+binary mask :math:`M \in \{0, 1\}^{m \times n}`. ``experiments/dlrt_vs_pruning`` (issue 16 §5)
+compares DLRT with such networks at equal parameter counts ([P]'s abstract: DLRT finds the
 small network *during* training, pruning needs a trained dense one first).
 
 A masked layer stores the full weight ``params["W"]`` (m×n) and the mask

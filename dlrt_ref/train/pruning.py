@@ -1,7 +1,7 @@
 r"""Small networks at a parameter budget, by pruning or by truncated SVD of a trained dense network.
 
 The baselines DLRT is compared with at equal parameters (issue 16 §5; the
-thesis's argument, Zangrando 2022 ch. 1, that DLRT finds a small network
+argument of [P]'s abstract, Schotthöfer et al. 2022, that DLRT finds a small network
 *during* training where pruning needs a trained dense one first):
 
 * **Global magnitude pruning** (Han et al. 2015), one-shot: after dense
