@@ -130,10 +130,10 @@ def add_arguments(p) -> None:
            f"GEMM-based, falls back to householder when ill-conditioned); default {DEFAULTS['ortho']}")
     a("--init-spectrum", choices=("halfnormal", "linear", "gaussian-product"),
       help=f"shape of the initial singular values of low-rank layers (default {DEFAULTS['init_spectrum']})")
-    a("--state-policy", choices=("transport", "transport-shared-t", "reset"),
+    a("--state-policy", choices=("transport", "transport-shared-t", "reset", "stale"),
       help="optimiser state when a basis changes (dlrt_ref.train.optim): transport with per-coordinate Adam bias "
            "correction, so new directions start fresh (default); transport-shared-t, one Adam step count per factor "
-           "(the rule before issue 11); reset")
+           "(the rule before issue 11); reset; stale, kept per entry and never mapped (the 2022 codes)")
     a("--lr", type=float, help=f"learning rate = integrator step h (default {DEFAULTS['lr']})")
     a("--epochs", type=int, help=f"total epochs (default {DEFAULTS['epochs']})")
     a("--batch-size", type=int, help=f"default {DEFAULTS['batch_size']}")

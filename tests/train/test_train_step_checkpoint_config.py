@@ -72,7 +72,7 @@ def test_the_same_configuration_loads(saved):
     assert tr.steps == 1
 
 
-@pytest.mark.parametrize("policy", ["transport", "transport-shared-t", "reset"])
+@pytest.mark.parametrize("policy", ["transport", "transport-shared-t", "reset", "stale"])
 def test_train_command_passes_the_state_policy_to_the_optimiser(policy, monkeypatch, capsys):
     import json
 
