@@ -190,6 +190,7 @@ def plot(data: dict, out_dir):
     for ax in axes:
         ax.legend(fontsize=7)
     cfg = data["config"]
-    fig.suptitle(f"MLP 784-d×4-10 on MNIST, ra-bug, Adam {data['lr']}, batch {data['batch']}: ours "
+    policy = f" (state policy {data['state_policy']})" if "state_policy" in data else ""
+    fig.suptitle(f"MLP 784-d×4-10 on MNIST, ra-bug, Adam {data['lr']}{policy}, batch {data['batch']}: ours "
                  f"({cfg['epochs']} epochs, row = min val loss) vs [P] (250+100 epochs)")
     return save(fig, out_dir, NAME)
