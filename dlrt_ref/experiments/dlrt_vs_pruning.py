@@ -39,7 +39,8 @@ few steps continued from its trained state; svd: none).
 
 Budget. ``full``: MLP on a stratified 10 000-image subset, LeNet5 on a 4000-image subset (test on
 all 10 000 / 2000 test images), 1 + 1 epochs (from-scratch methods 2), 3 seeds, 5 fractions, batch 128
-(probed: 2 + 2 epochs would take ~50 min on the shared cores); measured 19.0 min on one shared core (42.5 min when the cores were loaded). ``quick``: tiny widths/subsets for
+(probed: 2 + 2 epochs would take ~50 min on the shared cores); measured 19.0 min on one shared core
+(42.5 min when the cores were loaded). ``quick``: tiny widths/subsets for
 the tests. ``paper``: no published table exists; the same comparison on the whole training set,
 10 + 10 epochs, 5 seeds (for a user with hours).
 """
