@@ -25,7 +25,7 @@ d = 32, 2 seeds, 2 epochs on 1000 images. No published protocol (``paper`` runs 
 """
 from __future__ import annotations
 
-from dlrt_ref.experiments.fc_seed_bands import draw_arm, summarise
+from dlrt_ref.experiments.fc_seed_bands import budget_text, draw_arm, summarise
 from dlrt_ref.experiments.fc_tau_sweep import BATCH, LR, PUBLISHED, code_commit, run_one
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.runs import RunSpec, serial_runner
@@ -65,9 +65,7 @@ def specs(cfg, backend: str) -> list:
 def assemble(cfg, results: dict) -> dict:
     """Per τ and policy: the runs by seed, bands and row (:func:`~dlrt_ref.experiments.fc_seed_bands.summarise`)."""
     d = cfg["d"]
-    budget = (f"d = {d}, {len(cfg['seeds'])} seeds {cfg['seeds']}, {cfg['epochs']} epochs on "
-              f"{'the 50k split' if cfg['subset'] is None else str(cfg['subset']) + ' images'}, batch {BATCH}, "
-              f"Adam {LR}")
+    budget = budget_text(cfg)
     out = {"config": cfg, "optimizer": "adam", "lr": LR, "batch": BATCH, "method": "ra-bug (correct truncation)",
            "row": "per seed, the epoch of minimum validation loss", "std": "ddof = 1 over the seeds",
            "cr_definitions": {"cr_eval": "eval", "cr_train_paper": "train-paper"}, "budget": budget,

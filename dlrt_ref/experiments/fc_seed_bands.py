@@ -97,12 +97,17 @@ def summarise(runs: dict) -> dict:
             "seconds": sum(r["seconds"] for r in recs)}
 
 
+def budget_text(cfg) -> str:
+    """The budget of an FC comparison (width, seeds, epochs, data, batch, optimiser), for the JSON and title."""
+    data = "the 50k split" if cfg["subset"] is None else f"{cfg['subset']} images"
+    return (f"d = {cfg['d']}, {len(cfg['seeds'])} seeds {cfg['seeds']}, {cfg['epochs']} epochs on {data}, "
+            f"batch {BATCH}, Adam {LR}")
+
+
 def assemble(cfg, results: dict) -> dict:
     """The figure's data: per arm, its runs by seed, the bands and the row (:func:`summarise`)."""
     d = cfg["d"]
-    budget = (f"d = {d}, {len(cfg['seeds'])} seeds {cfg['seeds']}, {cfg['epochs']} epochs on "
-              f"{'the 50k split' if cfg['subset'] is None else str(cfg['subset']) + ' images'}, batch {BATCH}, "
-              f"Adam {LR} (state policy transport)")
+    budget = budget_text(cfg) + " (state policy transport)"
     out = {"config": cfg, "optimizer": "adam", "lr": LR, "batch": BATCH, "state_policy": "transport",
            "method": "ra-bug (correct truncation)", "row": "per seed, the epoch of minimum validation loss",
            "std": "ddof = 1 over the seeds", "cr_definitions": {"cr_eval": "eval", "cr_train_paper": "train-paper"},
