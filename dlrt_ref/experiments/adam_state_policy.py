@@ -26,9 +26,9 @@ d = 32, 2 seeds, 2 epochs on 1000 images. No published protocol (``paper`` runs 
 from __future__ import annotations
 
 from dlrt_ref.experiments.fc_seed_bands import budget_text, draw_arm, summarise
-from dlrt_ref.experiments.fc_tau_sweep import BATCH, LR, PUBLISHED, code_commit, run_one
+from dlrt_ref.experiments.fc_tau_sweep import BATCH, LR, PUBLISHED, run_one
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, serial_runner
+from dlrt_ref.experiments.runs import RunSpec, code_version, serial_runner
 
 __all__ = ["run", "plot", "specs", "run_one", "assemble", "POLICIES", "PRESETS"]
 
@@ -55,7 +55,7 @@ def _key(policy, tau, seed) -> str:
 
 def specs(cfg, backend: str) -> list:
     """One ra-bug run per (τ, policy, seed)."""
-    code_commit()  # the code at the start of the runs
+    code_version()  # the code at the start of the runs
     return [RunSpec(NAME, _key(policy, tau, seed), dict(
         d=cfg["d"], tau=tau, seed=seed, epochs=cfg["epochs"], subset=cfg["subset"], test_subset=cfg["test_subset"],
         validation=cfg["validation"], backend=backend, state_policy=policy))
@@ -69,7 +69,7 @@ def assemble(cfg, results: dict) -> dict:
     out = {"config": cfg, "optimizer": "adam", "lr": LR, "batch": BATCH, "method": "ra-bug (correct truncation)",
            "row": "per seed, the epoch of minimum validation loss", "std": "ddof = 1 over the seeds",
            "cr_definitions": {"cr_eval": "eval", "cr_train_paper": "train-paper"}, "budget": budget,
-           "code": code_commit(),
+           "code": code_version(),
            "policies": {"transport": "moments mapped into the new bases, per-coordinate bias correction (default)",
                         "reset": "moments dropped at every basis change",
                         "stale": "moments kept per entry of the factor arrays, never mapped (the 2022 codes)"},

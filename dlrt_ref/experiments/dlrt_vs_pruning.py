@@ -47,15 +47,13 @@ the tests. ``paper``: no published table exists; the same comparison on the whol
 from __future__ import annotations
 
 import gc
-import subprocess
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, serial_runner
-from dlrt_ref.experiments.train_common import load_dataset, train_record
+from dlrt_ref.experiments.runs import RunSpec, code_version, serial_runner
+from dlrt_ref.experiments.train_common import band, load_dataset, train_record
 from dlrt_ref.nn import lenet5, mlp
 from dlrt_ref.train import accounting
 from dlrt_ref.train import pruning as P
@@ -187,26 +185,10 @@ def _summary(rec: dict, net) -> dict:
             "params_eval": accounting.count_params(net, "eval"), "ranks": rec["ranks"][-1], "seconds": rec["seconds"]}
 
 
-def code_commit() -> dict:
-    """The git commit of the package's checkout and its tracked package files that differ from it (None outside git)."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "dlrt_ref"], cwd=root,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "package_modified": None}
-    modified = [line[3:] for line in dirty.stdout.splitlines() if line.strip()]
-    return {"commit": head.stdout.strip() or None, "package_modified": modified}
-
-
 # --------------------------------------------------------------------------- runs
-_LAUNCH = {}  # the code version when the specs were made (the start of a run), recorded by assemble
-
-
 def specs(cfg, backend: str) -> list:
     """Per model and seed: the dense run with its derived networks, then ra-bug, fixed-rank and UVᵀ per fraction."""
-    _LAUNCH.setdefault("code", code_commit())
+    code_version()  # the code at the start of the runs
     out = []
     for model, mcfg in cfg["models"].items():
         common = dict(model=model, mcfg=mcfg, epochs_pre=cfg["epochs_pre"], epochs_re=cfg["epochs_re"],
@@ -301,7 +283,8 @@ def _stats(values) -> dict:
     a = np.array([v for v in values if v is not None], dtype=float)
     if a.size == 0:
         return {"mean": None, "std": None}
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else None}
+    mean, std = band(a)
+    return {"mean": mean, "std": std}
 
 
 def assemble(cfg, results: dict) -> dict:
@@ -352,7 +335,7 @@ def assemble(cfg, results: dict) -> dict:
                       f"{cfg['fractions']} x {len(cfg['seeds'])} seeds; dense {cfg['epochs_pre']} epochs + "
                       f"retraining {cfg['epochs_re']}; from-scratch methods {cfg['epochs_pre'] + cfg['epochs_re']} "
                       f"epochs; memory over {cfg['mem_steps']} steps",
-            "code": _LAUNCH.get("code") or code_commit(), "table": table, "runs": runs}
+            "code": code_version(), "table": table, "runs": runs}
 
 
 run = serial_runner(PRESETS, KNOBS, specs, assemble)  # run(preset, backend): the specs, serially

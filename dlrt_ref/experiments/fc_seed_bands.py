@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrt_ref.experiments.fc_tau_sweep import BATCH, LR, PUBLISHED, code_commit, run_one
+from dlrt_ref.experiments.fc_tau_sweep import BATCH, LR, PUBLISHED, run_one
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, serial_runner
+from dlrt_ref.experiments.runs import RunSpec, code_version, serial_runner
+from dlrt_ref.experiments.train_common import band
 
 __all__ = ["run", "plot", "specs", "run_one", "assemble", "summarise", "draw_arm", "PRESETS"]
 
@@ -55,7 +56,7 @@ def _arm(tau) -> str:
 
 def specs(cfg, backend: str) -> list:
     """One run per (arm, seed): the dense net, then ra-bug at each τ."""
-    code_commit()  # the code at the start of the runs
+    code_version()  # the code at the start of the runs
     return [RunSpec(NAME, f"{_arm(tau)} seed={seed}", dict(
         d=cfg["d"], tau=tau, seed=seed, epochs=cfg["epochs"], subset=cfg["subset"], test_subset=cfg["test_subset"],
         validation=cfg["validation"], backend=backend, state_policy="transport"))
@@ -65,8 +66,8 @@ def specs(cfg, backend: str) -> list:
 def _ms(values) -> dict:
     """Mean and std (ddof = 1; None for one value) of a list of numbers, and the values."""
     a = np.asarray(values, dtype=float)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else None, "n": int(a.size),
-            "values": a.tolist()}
+    mean, std = band(a)
+    return {"mean": mean, "std": std, "n": int(a.size), "values": a.tolist()}
 
 
 def summarise(runs: dict) -> dict:
@@ -111,7 +112,7 @@ def assemble(cfg, results: dict) -> dict:
     out = {"config": cfg, "optimizer": "adam", "lr": LR, "batch": BATCH, "state_policy": "transport",
            "method": "ra-bug (correct truncation)", "row": "per seed, the epoch of minimum validation loss",
            "std": "ddof = 1 over the seeds", "cr_definitions": {"cr_eval": "eval", "cr_train_paper": "train-paper"},
-           "budget": budget, "code": code_commit(),
+           "budget": budget, "code": code_version(),
            "published": {"dense": PUBLISHED.get(d, {}).get("dense"),
                          "rows": {str(t): list(v) for t, v in PUBLISHED.get(d, {}).get("rows", {}).items()
                                   if t in cfg["taus"]}},

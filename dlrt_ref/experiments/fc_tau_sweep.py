@@ -29,13 +29,10 @@ the long-run rank behaviour is measured in ``rank_evolution`` (d = 200).
 """
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import numpy as np
 
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, code_digest, serial_runner
+from dlrt_ref.experiments.runs import RunSpec, code_version, serial_runner
 from dlrt_ref.experiments.train_common import best_epoch, load_dataset, train_record
 from dlrt_ref.nn import mlp
 from dlrt_ref.train.baselines import dense_trainer
@@ -85,32 +82,11 @@ def _taus(cfg, d):
 
 def specs(cfg, backend: str) -> list:
     """For each width: the dense run, then one ra-bug run per tau."""
-    code_commit()  # the code at the start of the runs
+    code_version()  # the code at the start of the runs
     return [RunSpec(NAME, f"d={d} tau={tau}", dict(d=d, tau=tau, seed=cfg["seed"], epochs=cfg["epochs"],
                                                   subset=cfg["subset"], test_subset=cfg["test_subset"],
                                                   validation=cfg["validation"], backend=backend))
             for d in cfg["widths"] for tau in [None] + list(_taus(cfg, d))]
-
-
-_CODE = None
-
-
-def code_commit() -> dict:
-    """The code the runs were started with: ``git rev-parse HEAD``, the package's source digest
-    (:func:`~dlrt_ref.experiments.runs.code_digest`) and the package files that differ from HEAD.
-
-    Taken at the first call — each experiment's ``specs``, i.e. when its runs start — and kept.
-    """
-    global _CODE
-    if _CODE is None:
-        root = Path(__file__).resolve().parents[2]
-        git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True)  # noqa: E731
-        head = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--", "dlrt_ref")
-        _CODE = {"commit": head.stdout.strip() if head.returncode == 0 else None, "code_digest": code_digest(),
-                 "uncommitted": sorted(line[3:] for line in dirty.stdout.splitlines())
-                 if dirty.returncode == 0 else None}
-    return _CODE
 
 
 def run_one(c: dict, tag: str) -> dict:
@@ -140,7 +116,7 @@ def assemble(cfg, results: dict) -> dict:
     """The figure's data from the runs' results by key."""
     out = {"config": {k: ({str(a): b for a, b in v.items()} if isinstance(v, dict) else v) for k, v in cfg.items()}, "optimizer": "adam", "lr": LR, "batch": BATCH,
            "method": "ra-bug (correct truncation)", "row": "epoch of minimum validation loss",
-           "state_policy": "transport", "code": code_commit(),
+           "state_policy": "transport", "code": code_version(),
            "cr_definitions": {"cr_eval": "eval", "cr_train_paper": "train-paper"},
            "budget": f"widths {cfg['widths']}, tau {cfg['taus']} + dense, 1 seed, "
                      f"{cfg['epochs']} epochs, train subset {cfg['subset'] or '50k'}",

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrt_ref.experiments.lenet_paper import band, code_commit
+from dlrt_ref.experiments.lenet_paper import tau_seed_specs
 from dlrt_ref.experiments.lenet_tau import BATCH, LR, PUBLISHED, train_lenet
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, code_digest, serial_runner
+from dlrt_ref.experiments.runs import code_version, serial_runner
+from dlrt_ref.experiments.train_common import band
 
 NAME = "lenet_band"
 EPOCHS_FULL = 10
@@ -42,10 +43,7 @@ def count_runs(cfg) -> int:
 
 def specs(cfg, backend: str) -> list:
     """Dense and each tau, for each seed."""
-    return [RunSpec(NAME, f"tau={tau} seed={s}", dict(tau=tau, seed=s, epochs=cfg["epochs"], subset=cfg["subset"],
-                                                     test_subset=cfg["test_subset"], validation=cfg["validation"],
-                                                     backend=backend))
-            for tau in [None] + cfg["taus"] for s in cfg["seeds"]]
+    return tau_seed_specs(NAME, cfg, backend)
 
 
 def run_one(c: dict, tag: str) -> dict:
@@ -74,7 +72,8 @@ def assemble(cfg, results: dict) -> dict:
             "validation": cfg["validation"], "optimizer": "sgd", "lr": LR, "batch": BATCH, "arms": arms,
             "row": "epoch of minimum validation loss", "std": "ddof = 1 over seeds",
             "published": {str(k): list(v) for k, v in PUBLISHED.items() if k == "dense" or k in cfg["taus"]},
-            "code_commit": code_commit(), "code_digest": code_digest(),
+            "code_commit": code_version()["commit"], "code_digest": code_version()["code_digest"],
+            "code_uncommitted": code_version()["uncommitted"],
             "budget": f"{len(cfg['seeds'])} seeds x (dense + tau {cfg['taus']}) x {cfg['epochs']} epochs on {n}, "
                       f"batch {BATCH}"}
 

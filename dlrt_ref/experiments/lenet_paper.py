@@ -33,14 +33,11 @@ not state its epochs; 20 is [T]'s LeNet5 protocol, an assumption.
 """
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
-
 import numpy as np
 
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, code_digest, serial_runner
-from dlrt_ref.experiments.train_common import best_epoch, load_dataset, train_record
+from dlrt_ref.experiments.runs import RunSpec, code_version, serial_runner
+from dlrt_ref.experiments.train_common import band, best_epoch, load_dataset, train_record
 from dlrt_ref.nn import lenet5
 from dlrt_ref.nn.lowrank_layers import LowRankLinear
 from dlrt_ref.train.baselines import dense_trainer
@@ -105,28 +102,18 @@ def run_one(c: dict, tag: str) -> dict:
     return rec
 
 
-def specs(cfg, backend: str) -> list:
-    """Dense and each tau, for each seed."""
-    return [RunSpec(NAME, f"tau={tau} seed={s}", dict(tau=tau, seed=s, epochs=cfg["epochs"], subset=cfg["subset"],
+def tau_seed_specs(name: str, cfg, backend: str) -> list:
+    """Dense and each tau, for each seed (``tau=None`` is the dense run); the code version is taken here."""
+    code_version()  # the code at the start of the runs
+    return [RunSpec(name, f"tau={tau} seed={s}", dict(tau=tau, seed=s, epochs=cfg["epochs"], subset=cfg["subset"],
                                                      test_subset=cfg["test_subset"], validation=cfg["validation"],
                                                      backend=backend))
             for tau in [None] + cfg["taus"] for s in cfg["seeds"]]
 
 
-def band(values) -> tuple:
-    """(mean, std with ddof = 1) of a list of numbers; std None for a single value."""
-    a = np.asarray(values, dtype=float)
-    return float(a.mean()), (float(a.std(ddof=1)) if a.size > 1 else None)
-
-
-def code_commit():
-    """``git describe --always --dirty`` of the source tree (None outside a git checkout)."""
-    try:
-        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+def specs(cfg, backend: str) -> list:
+    """Dense and each tau, for each seed."""
+    return tau_seed_specs(NAME, cfg, backend)
 
 
 def assemble(cfg, results: dict) -> dict:
@@ -149,7 +136,8 @@ def assemble(cfg, results: dict) -> dict:
             "dense_params": 430_500, "n_train": n_train,
             "published": {"rows": {str(t): list(v) for t, v in PUBLISHED.items()}, "dense": PUBLISHED_DENSE,
                           "table6_mean_std": {str(t): list(v) for t, v in PUBLISHED_TABLE6.items()}},
-            "code_commit": code_commit(), "code_digest": code_digest(),
+            "code_commit": code_version()["commit"], "code_digest": code_version()["code_digest"],
+            "code_uncommitted": code_version()["uncommitted"],
             "budget": f"{len(cfg['taus'])} tau + dense x {len(cfg['seeds'])} seed(s) x {cfg['epochs']} epochs on "
                       f"{cfg['subset'] or '50k'} images, batch {BATCH}"}
 

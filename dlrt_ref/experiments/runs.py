@@ -33,6 +33,7 @@ import hashlib
 import importlib
 import json
 import os
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,31 @@ def code_digest() -> str:
             h.update(str(p.relative_to(PACKAGE)).encode() + b"\0" + p.read_bytes() + b"\0")
         _CODE = h.hexdigest()
     return _CODE
+
+
+_VERSION = None
+
+
+def code_version() -> dict:
+    """The code the runs were started with: ``git rev-parse HEAD``, the package's source digest
+    (:func:`code_digest`) and the package files that differ from HEAD (None where git is missing).
+
+    Taken at the first call — an experiment's ``specs``, i.e. when its runs start — and kept: the
+    process runs the code it imported then, whatever happens to the checkout later.
+    """
+    global _VERSION
+    if _VERSION is None:
+        def git(*args):
+            try:
+                out = subprocess.run(["git", "-C", str(PACKAGE.parent), *args], capture_output=True, text=True,
+                                     timeout=10)
+            except (OSError, subprocess.SubprocessError):
+                return None
+            return out.stdout if out.returncode == 0 else None
+        head, dirty = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "dlrt_ref")
+        _VERSION = {"commit": head.strip() if head else None, "code_digest": code_digest(),
+                    "uncommitted": None if dirty is None else sorted(line[3:] for line in dirty.splitlines())}
+    return _VERSION
 
 
 def experiment_module(name: str):

@@ -61,3 +61,9 @@ def mean_std(values) -> tuple:
     """(mean, std) with ddof=0 of a list of floats (std 0 for one value)."""
     a = np.asarray(values, dtype=float)
     return float(a.mean()), float(a.std())
+
+
+def band(values) -> tuple:
+    """(mean, std with ddof = 1) of a list of numbers, for seed bands; std None for a single value."""
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), (float(a.std(ddof=1)) if a.size > 1 else None)
