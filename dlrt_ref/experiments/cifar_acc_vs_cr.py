@@ -18,10 +18,8 @@ one-line error naming where to put them; nothing has been run here with real CIF
 """
 from __future__ import annotations
 
-import numpy as np
-
 from dlrt_ref.experiments.acc_vs_cr import BATCH, CRS, LR
-from dlrt_ref.experiments.cifar_common import (AUGMENTATION, SYNTHETIC_NOTE, build_model, load_data, make_augment,
+from dlrt_ref.experiments.cifar_common import (build_model, load_data, make_augment, record_header,
                                                require_data)
 from dlrt_ref.experiments.plotting import pyplot, save
 from dlrt_ref.experiments.runs import RunSpec, serial_runner
@@ -88,13 +86,8 @@ def assemble(cfg, results: dict) -> dict:
             rows[m]["dense" if cr is None else str(cr)] = {
                 "test_acc_mean": mean, "test_acc_std": std, "ranks": runs[0]["ranks"][-1],
                 "cr_eval": runs[0]["cr"][-1]["cr_eval"], "runs": runs}
-    synthetic = cfg["dataset"] == "synthetic"
-    return {"dataset": cfg["dataset"], "synthetic": synthetic, "note": SYNTHETIC_NOTE if synthetic else
-            "real CIFAR data", "models": cfg["models"], "width": cfg["width"], "crs": cfg["crs"],
-            "seeds": cfg["seeds"], "epochs": cfg["epochs"], "optimizer": "sgd", "lr": LR, "batch": BATCH,
-            "method": "bug (fixed rank)",
-            "augmentation": AUGMENTATION if cfg["augment"] else None, "row": "last epoch", "results": rows,
-            "published": None,
+    return {**record_header(cfg, LR, BATCH), "crs": cfg["crs"], "epochs": cfg["epochs"], "method": "bug (fixed rank)",
+            "row": "last epoch", "results": rows, "published": None,
             "budget": f"{len(cfg['models'])} models x ({len(cfg['crs'])} cr + dense) x {len(cfg['seeds'])} seeds x "
                       f"{cfg['epochs']} epochs on {cfg['subset'] or 'all'} {cfg['dataset']} images, "
                       f"width {cfg['width']}"}

@@ -65,6 +65,15 @@ AUGMENTATION = ("random crop (zero padding 4), horizontal flip, per-channel norm
                 "split's mean and std ([T] ch. 5; dlrt_ref.train.augment), seeded by the run's seed")
 
 
+def record_header(cfg, lr: float, batch: int) -> dict:
+    """The fields every CIFAR experiment's JSON starts with: the data (and whether it is the synthetic
+    stand-in), models, width, seeds, optimiser and augmentation."""
+    synthetic = cfg["dataset"] == "synthetic"
+    return {"dataset": cfg["dataset"], "synthetic": synthetic,
+            "note": SYNTHETIC_NOTE if synthetic else "real CIFAR data", "models": cfg["models"], "width": cfg["width"], "seeds": cfg["seeds"], "optimizer": "sgd", "lr": lr,
+            "batch": batch, "augmentation": AUGMENTATION if cfg["augment"] else None}
+
+
 def make_augment(data, seed: int, on: bool):
     """The run's :class:`~dlrt_ref.train.augment.Augment` for ``data``'s training split (None when ``on`` is False)."""
     return Augment.for_training_set(data.x_train, pad=4, flip=True, seed=seed) if on else None

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrt_ref.experiments.cifar_common import (AUGMENTATION, SYNTHETIC_NOTE, build_model, load_data, make_augment,
+from dlrt_ref.experiments.cifar_common import (build_model, load_data, make_augment, record_header,
                                                require_data)
 from dlrt_ref.experiments.finetune import BATCH, LR, PUBLISHED_CIFAR10, TAU, net_state, restore_net
 from dlrt_ref.experiments.plotting import pyplot, save
@@ -117,11 +117,8 @@ def assemble(cfg, results: dict) -> dict:
         rows[m] = {"after_dlrt": [r["test_acc_after_dlrt"] for r in runs],
                    "after_sonly": [r["test_acc_after_sonly"] for r in runs],
                    "after_control": [r["test_acc_after_control"] for r in runs], "runs": runs}
-    synthetic = cfg["dataset"] == "synthetic"
-    return {"dataset": cfg["dataset"], "synthetic": synthetic, "note": SYNTHETIC_NOTE if synthetic else
-            "real CIFAR data", "models": cfg["models"], "width": cfg["width"], "seeds": cfg["seeds"], "tau": TAU,
-            "optimizer": "sgd", "lr": LR, "batch": BATCH, "augmentation": AUGMENTATION if cfg["augment"] else None,
-            "dlrt_epochs": cfg["dlrt_epochs"], "sonly_epochs": cfg["sonly_epochs"], "subset": cfg["subset"], "results": rows,
+    return {**record_header(cfg, LR, BATCH), "tau": TAU, "dlrt_epochs": cfg["dlrt_epochs"],
+            "sonly_epochs": cfg["sonly_epochs"], "subset": cfg["subset"], "results": rows,
             "published_cifar10": {k: list(v) for k, v in PUBLISHED_CIFAR10.items()},
             "budget": f"{len(cfg['models'])} models x {len(cfg['seeds'])} seeds x ({cfg['dlrt_epochs']} DLRT + "
                       f"{cfg['sonly_epochs']} S-only + {cfg['sonly_epochs']} control) epochs on "
