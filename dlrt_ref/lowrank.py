@@ -322,9 +322,10 @@ def _augment_gram(Q, A, delta: Optional[float]):
        working precision. Ũ₀'s orthonormality error is ≲ s_res²/δ² + eps·κ(W) ≤ 0.1 and its
        overlap with Q ≲ c·eps·‖A‖_F/σ_min(kept) ≤ c/(10√(q+k)) (step 1's component along Q
        divided by the smallest kept σ ≥ δ; κ(W) ≤ ‖A‖/δ).
-    4. Ũ₁ = (I − QQ^*)Ũ₀ (in the working precision), then one CholeskyQR step with the
-       Gram matrix in float64: Ũ = Ũ₁ R₁^{-1}. Ũ₁ is within ~0.1 of orthonormal, so this
-       step is at working precision: ‖Ũ^*Ũ − I‖ and ‖Q^*Ũ‖ are O(eps), like Householder's.
+    4. Ũ₁ = (I − QQ^*)Ũ₀, then one CholeskyQR step, all in the working precision:
+       Ũ = Ũ₁ R₁^{-1}, R₁^*R₁ = Ũ₁^*Ũ₁. Ũ₁ is within ~0.1 of orthonormal (κ(Ũ₁) ≤ 1.2), so this
+       is the second pass of CholeskyQR2 (Yamamoto et al. 2015: O(eps) for κ ≲ eps^{-1/2}) and
+       needs no float64 Gram matrix: ‖Ũ^*Ũ − I‖ and ‖Q^*Ũ‖ are O(eps), like Householder's.
 
     One host synchronisation (CuPy): the eigenvalues with ‖A‖_F. Cost: GEMMs, k×k factorisations and
     triangular solves, no Householder QR of the m×(q+k) block; its time in a training step is
@@ -380,8 +381,8 @@ def _augment_gram(Q, A, delta: Optional[float]):
         Zk = Z[:, k - k1:][:, ::-1]  # (k, k1)
         U0 = W @ (Zk / xp.sqrt(lam[k - k1:][::-1])).astype(dt)  # (m, k) @ (k, k1) -> (m, k1): W z_j / σ_j
     U1 = U0 - Q @ (H(Q) @ U0)  # (m, q) @ (q, m) @ (m, k1): re-projection, removes the O(eps‖A‖/δ) overlap
-    U164 = U1.astype(wide)
-    L1 = xp.linalg.cholesky(H(U164) @ U164)  # (k1, m) @ (m, k1) -> (k1, k1), ≈ I
+    # U1 is within ~0.1 of orthonormal (κ ≤ 1.2): its Gram matrix needs no float64 (CholeskyQR2's second step)
+    L1 = xp.linalg.cholesky(H(U1) @ U1)  # (k1, m) @ (m, k1) -> (k1, k1), ≈ I
     U_tilde = solve_triangular(L1.conj().astype(dt), U1.T, lower=True, check_finite=False).T  # (m, k1)
     return U_tilde, delta
 

@@ -110,6 +110,8 @@ class Conv2d(_ConvGeometry, Layer):
         :math:`\partial L/\partial b = \mathbf 1^T \Delta` with Δ reshaped to (B·Ho·Wo, c_out).
     """
 
+    input_grad_optional = True  # backward(dy, input_grad=False): no col2im (see dlrt_ref.nn.layers)
+
     def __init__(self, c_in, c_out, k, stride=1, padding=0, *, activation="relu", backend="numpy", dtype=np.float32, seed=0):
         Layer.__init__(self, backend, dtype)
         self._set_geometry(c_in, c_out, k, stride, padding)
@@ -123,11 +125,13 @@ class Conv2d(_ConvGeometry, Layer):
         Y = X @ W.T + b  # (N, C_in k²) @ (C_in k², C_out) -> (N, C_out)
         return Y.reshape(B, Ho, Wo, self.c_out).transpose(0, 3, 1, 2)  # (B, C_out, Ho, Wo)
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         D = self._upstream_matrix(dy)  # (N, C_out)
         X, W = self._X, self.params["W"]
         self.grads["W"] = D.T @ X  # Y = X W^T: (C_out, N) @ (N, C_in k²) -> (C_out, C_in k²)
         self.grads["b"] = D.sum(axis=0)  # Y = ... + b: (C_out,)
+        if not input_grad:
+            return None
         return self._fold(D @ W)  # Y = X W^T: (N, C_out) @ (C_out, C_in k²) -> (N, C_in k²), then col2im
 
     @property
@@ -169,9 +173,10 @@ class LowRankConv2d(_ConvGeometry, LowRankFactors):
         Y = self._lr_forward(X)  # (N, C_out), never forming W
         return Y.reshape(B, Ho, Wo, self.c_out).transpose(0, 3, 1, 2)  # (B, C_out, Ho, Wo)
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         D = self._upstream_matrix(dy)  # (N, C_out)
-        return self._fold(self._lr_backward(D))  # (N, C_in k²) -> (B, C_in, H, W)
+        dX = self._lr_backward(D, input_grad)  # (N, C_in k²) or None
+        return self._fold(dX) if input_grad else None  # -> (B, C_in, H, W)
 
     def __repr__(self):
         return f"LowRankConv2d({self._geometry_repr()}, rank={self.rank if hasattr(self, 'S') else '?'})"

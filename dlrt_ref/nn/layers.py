@@ -8,6 +8,13 @@ Every layer follows one protocol (micrograd style, but per layer):
   :math:`\partial L/\partial p` in ``layer.grads[name]`` for every
   ``layer.params[name]``.
 
+Layers with parameters (``Dense``, the convolutions, the low-rank and masked layers) also
+take ``backward(dy, input_grad=False)``: the parameter gradients only, no
+:math:`\partial L/\partial x` (returns None). A trainer's pass does not need the
+gradient with respect to the network's input, so ``Sequential.backward(dy,
+input_grad=False)`` asks the first layer for that (a GEMM of B·n_in·n_out flops saved per
+pass, and the col2im of a first convolution). ``input_grad_optional = True`` marks them.
+
 The backward lines mirror the forward lines they differentiate, in reverse order.
 """
 from __future__ import annotations
@@ -41,6 +48,8 @@ class Layer:
     """
 
     lowrank = False
+    #: whether ``backward(dy, input_grad=False)`` is accepted (parameter gradients only, returns None)
+    input_grad_optional = False
 
     #: dtypes a layer may hold: real floating point only (ReLU, max-pooling and softmax need an ordering,
     #: so complex networks are not supported; integer or bool weights would silently give wrong results)
@@ -113,6 +122,8 @@ class Dense(Layer):
         be = self.backend
         self.params = {"W": be.asarray(W, self.dtype), "b": be.xp.zeros(self.n_out, dtype=self.dtype)}
 
+    input_grad_optional = True
+
     @property
     def shape(self):
         return (self.n_out, self.n_in)
@@ -123,13 +134,13 @@ class Dense(Layer):
         self._cache = x
         return x @ W.T + b  # (B, n_in) @ (n_in, n_out) -> (B, n_out)
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         x = self._cached()
         dy = self._upstream(dy, (x.shape[0], self.n_out))
         W = self.params["W"]
         self.grads["W"] = dy.T @ x  # y = x W^T:  (n_out, B) @ (B, n_in) -> (n_out, n_in)
         self.grads["b"] = dy.sum(axis=0)  # y = ... + b:  (n_out,)
-        return dy @ W  # y = x W^T:  (B, n_out) @ (n_out, n_in) -> (B, n_in)
+        return dy @ W if input_grad else None  # y = x W^T:  (B, n_out) @ (n_out, n_in) -> (B, n_in)
 
     def __repr__(self):
         return f"Dense({self.n_in}->{self.n_out})"

@@ -143,6 +143,7 @@ class LowRankFactors(Layer):
     """
 
     lowrank = True
+    input_grad_optional = True  # backward(dy, input_grad=False): no dX (see dlrt_ref.nn.layers)
 
     def _init_factors(self, rank, seed, activation, decay, spectrum="halfnormal"):
         rank = check_rank(repr(self), rank, self.n_out, self.n_in)
@@ -205,13 +206,13 @@ class LowRankFactors(Layer):
         self._products = None
         return Z @ U.T + b  # (N, r) @ (r, n_out) -> (N, n_out)
 
-    def _lr_backward(self, D):
+    def _lr_backward(self, D, input_grad=True):
         X, XV, V_fwd = self._lr_cache
         U, S, V = self.U, self.S, self.V
         self.grads["b"] = D.sum(axis=0)  # Y = ... + b: (n_out,)
         DU = D @ U  # Y = Z U^T   -> dZ  = D U:   (N, n_out) @ (n_out, r) -> (N, r)
         dXV = DU @ S  # Z = XV S^T -> dXV = dZ S:  (N, r) @ (r, r) -> (N, r)
-        dX = dXV @ V.T  # XV = X V  -> dX  = dXV V^T: (N, r) @ (r, n_in) -> (N, n_in)
+        dX = dXV @ V.T if input_grad else None  # XV = X V -> dX = dXV V^T: (N, r) @ (r, n_in) -> (N, n_in)
         # G = D^T X (n_out, n_in), lazy; keeps X V (at the forward's V) and D U for reuse by the integrators
         self.grad_op = FactorGradOperator(D, X, V=V_fwd, XV=XV, U=U, DU=DU)
         self._products = (D, X, XV, DU)
@@ -298,10 +299,10 @@ class LowRankLinear(LowRankFactors):
         self._cache = x.shape
         return self._lr_forward(x)  # (B, n_in) -> (B, n_out), see _lr_forward
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         B = self._cached()[0]
         dy = self._upstream(dy, (B, self.n_out))
-        return self._lr_backward(dy)  # (B, n_out) -> (B, n_in), see _lr_backward
+        return self._lr_backward(dy, input_grad)  # (B, n_out) -> (B, n_in) or None, see _lr_backward
 
     def __repr__(self):
         return f"LowRankLinear({self.n_in}->{self.n_out}, rank={self.rank if hasattr(self, 'S') else '?'})"

@@ -98,12 +98,12 @@ class MaskedDense(_Masked, Dense):
         self._cache = (x, WM)
         return x @ WM.T + self.params["b"]  # (B, n_in) @ (n_in, n_out) -> (B, n_out)
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         x, WM = self._cached()
         dy = self._upstream(dy, (x.shape[0], self.n_out))
         self.grads["W"] = (dy.T @ x) * self.state["M"]  # y = x (W⊙M)^T: (n_out, B) @ (B, n_in) -> (n_out, n_in), ⊙ M
         self.grads["b"] = dy.sum(axis=0)  # (n_out,)
-        return dy @ WM  # (B, n_out) @ (n_out, n_in) -> (B, n_in)
+        return dy @ WM if input_grad else None  # (B, n_out) @ (n_out, n_in) -> (B, n_in)
 
     def __repr__(self):
         return f"MaskedDense({self.n_in}->{self.n_out})"
@@ -127,11 +127,13 @@ class MaskedConv2d(_Masked, Conv2d):
         Y = X @ WM.T + self.params["b"]  # (N, C_in k²) @ (C_in k², C_out) -> (N, C_out)
         return Y.reshape(B, Ho, Wo, self.c_out).transpose(0, 3, 1, 2)  # (B, C_out, Ho, Wo)
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         D = self._upstream_matrix(dy)  # (N, C_out)
         X, WM = self._X, self._WM
         self.grads["W"] = (D.T @ X) * self.state["M"]  # (C_out, N) @ (N, C_in k²) -> (C_out, C_in k²), ⊙ M
         self.grads["b"] = D.sum(axis=0)  # (C_out,)
+        if not input_grad:
+            return None
         return self._fold(D @ WM)  # (N, C_out) @ (C_out, C_in k²) -> (N, C_in k²), then col2im
 
     def __repr__(self):

@@ -66,11 +66,21 @@ class Sequential:
             x = layer.forward(x)
         return x
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
+        """Backwards in reverse order; returns ∂L/∂x, or None with ``input_grad=False``.
+
+        ``input_grad=False`` (a trainer's pass) skips ∂L/∂x of the first layer when it allows that
+        (``layer.input_grad_optional``, see :mod:`dlrt_ref.nn.layers`); its parameter gradients are
+        computed as before.
+        """
         self.backward_calls += 1
+        first = self.layers[0] if self.layers else None
         for layer in reversed(self.layers):
+            if layer is first and not input_grad and getattr(layer, "input_grad_optional", False):
+                layer.backward(dy, input_grad=False)
+                return None
             dy = layer.backward(dy)
-        return dy
+        return dy if input_grad else None
 
     def flat_layers(self):
         """Every leaf layer in forward order: containers (``layer.children()``) replaced by their layers."""

@@ -108,7 +108,7 @@ class Trainer:
         loss = self.loss.forward(logits, y)
         if not np.isfinite(loss):
             raise NonFiniteLossError(f"non-finite loss {loss} at step {self.steps}")
-        self.net.backward(self.loss.backward())
+        self.net.backward(self.loss.backward(), input_grad=False)  # ∂L/∂x of the input is not needed
         return loss
 
     def _update_dense(self, grads=None):

@@ -170,3 +170,48 @@ def test_lenet5_shapes_constant_matches_the_network():
     net = lenet5(ranks=[2, 2, 2, None])
     shapes = [(layer.n_out, layer.n_in) for layer in net.layers if hasattr(layer, "n_out")]
     assert shapes == list(LENET5_SHAPES)
+
+
+@pytest.mark.parametrize("first", ["dense", "lowrank", "conv", "lowrank_conv", "masked_dense", "masked_conv"])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(first):
+    """``net.backward(dy, input_grad=False)`` (a trainer's pass) skips only the first layer's ∂L/∂x: every
+    parameter gradient equals the one of the full backward bit for bit, and None comes back."""
+    from dlrt_ref.nn import Conv2d, Flatten, ReLU
+    from dlrt_ref.nn.masked import MaskedConv2d, MaskedDense
+    rng = np.random.default_rng(3)
+    if first in ("conv", "lowrank_conv", "masked_conv"):
+        head = {"conv": lambda: Conv2d(2, 3, 3, seed=1), "lowrank_conv": lambda: LowRankConv2d(2, 3, 3, 2, seed=1),
+                "masked_conv": lambda: MaskedConv2d(2, 3, 3, seed=1)}[first]()
+        layers, x = [head, ReLU(), Flatten(), Dense(3 * 4 * 4, 5, seed=2)], rng.standard_normal((4, 2, 6, 6))
+    else:
+        head = {"dense": lambda: Dense(7, 6, seed=1), "lowrank": lambda: LowRankLinear(7, 6, 3, seed=1),
+                "masked_dense": lambda: MaskedDense(7, 6, seed=1)}[first]()
+        layers, x = [head, ReLU(), Dense(6, 5, seed=2)], rng.standard_normal((4, 7))
+    net = Sequential(layers)
+    y, loss = rng.integers(0, 5, 4), SoftmaxCrossEntropy()
+    grads = []
+    for input_grad in (True, False):
+        loss.forward(net.forward(x.astype(np.float32)), y)
+        dx = net.backward(loss.backward(), input_grad=input_grad)
+        assert (dx is None) == (not input_grad)
+        grads.append({(i, k): g.copy() for i, layer in enumerate(net.flat_layers()) for k, g in layer.grads.items()})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for key in grads[0]:
+        np.testing.assert_array_equal(grads[0][key], grads[1][key])
+    if head.lowrank:
+        assert head.grad_op is not None and head.grad_K() is not None
+
+
+def test_trainer_pass_does_not_ask_for_the_input_gradient():
+    """DLRT's pass calls backward with input_grad=False: the first layer returns None (no B·n_in·r GEMM)."""
+    from dlrt_ref.train.dlrt import DLRT
+    from dlrt_ref.train.optim import SGD
+    net = mlp([6, 5, 3], ranks=[2, None], dtype=np.float64, seed=0)
+    seen = []
+    first = net.layers[0]
+    orig = first.backward
+    first.backward = lambda dy, input_grad=True: seen.append(input_grad) or orig(dy, input_grad)
+    tr = DLRT(net, SGD(0.1), method="ra-bug", tau=0.1)
+    rng = np.random.default_rng(0)
+    tr.step(rng.standard_normal((4, 6)), rng.integers(0, 3, 4))
+    assert seen and not any(seen)

@@ -36,9 +36,9 @@ def _spy(net):
                 log["biases"].append([l.params["b"].copy() for l in net.layers if "b" in l.params])
             return fwd(x)
 
-        def backward(dy, k=k, bwd=bwd, layer=layer):
+        def backward(dy, k=k, bwd=bwd, layer=layer, **kw):  # kw: input_grad=False for the first layer
             log["bwd"][k] += 1
-            dx = bwd(dy)
+            dx = bwd(dy, **kw)
             if k == 0:  # the last backward of a pass
                 log["grads"].append({(j, n): l.grads[n].copy() for j, l in enumerate(net.layers) for n in l.params})
             return dx
