@@ -1,4 +1,4 @@
-"""BLAS/OpenMP threads: chosen before NumPy loads (``--threads N`` or a load-aware default).
+"""BLAS/OpenMP threads: chosen before NumPy loads (``--threads N``, else one thread).
 
 ``--threads N`` must take effect before NumPy is loaded, so ``dlrt_ref.cli.main``
 calls :func:`set_threads` on the raw argument list, which sets the usual
@@ -14,28 +14,34 @@ import sys
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "NUMEXPR_NUM_THREADS")
-MAX_DEFAULT_THREADS = 4
+DEFAULT_THREADS = 1
+
 
 def default_threads() -> tuple:
-    """(threads, reason): min(cores, 4), lowered by the 1-minute load average so that a busy machine gets fewer.
+    """(threads, reason): one BLAS thread unless ``--threads N`` or a thread variable says otherwise.
 
-    BLAS threads that compete with other processes for cores slow NumPy down a
-    lot (on a busy 2-core machine the quickstart took over 400 s with 2 threads
-    against 26 s with 1), so the default is ``max(1, min(cores, 4) - ⌊load⌋)``
-    clipped to ``cores - ⌊load⌋`` idle cores.
+    Why one, whatever the machine and its load:
+
+    * **Reproducible digits.** BLAS with more threads sums in another order, so the last bits of
+      a run depend on the thread count. A default that followed the machine load (as this one did
+      until issue 14's last session) made the same command give different digits from one minute
+      to the next (the quickstart: 93.05 % with 1 thread, 93.09 % with 2).
+    * **Speed.** A DLRT step is made of many small products and factorisations (r ≤ a few hundred).
+      Measured on the 2-core development machine (OpenBLAS 0.3.31, ``benchmarks/README.md``,
+      "Threads"): with 2 threads a triangular solve of 80×500 took 8.0 ms against 0.045 ms with 1
+      and a QR of 500×80 11.1 against 1.2 ms, so a ra-bug step of the thesis net at rank 80 took
+      45 ms against 10 ms; only the dense step gained (4.0 against 7.6 ms).
+
+    More threads are one option away (``--threads N``) for large dense layers on an idle machine.
     """
-    cores = os.cpu_count() or 1
-    load = (load_average() or [0.0])[0]
-    idle = max(1, cores - int(load))
-    n = max(1, min(cores, MAX_DEFAULT_THREADS, idle))
-    return n, f"auto: {cores} cores, load {load:.1f}"
+    return DEFAULT_THREADS, "default"
 
 
 def load_average(ndigits=None) -> list:
     """The 1-, 5- and 15-minute load averages (rounded to ``ndigits`` if given); [] where the platform has none.
 
-    The one reader of the machine load: the default thread count here, and the
-    load recorded beside every timing (experiments/timing.py, benchmarks/step_time.py).
+    The one reader of the machine load: the load recorded beside every timing
+    (experiments/timing.py, benchmarks/step_time.py, benchmarks/blas_threads.py).
     """
     try:
         la = os.getloadavg()
@@ -87,8 +93,9 @@ def apply_threads(argv) -> dict:
 def add_threads_argument(p) -> None:
     """``--threads N``, for commands that do heavy linear algebra (read early by :func:`apply_threads`)."""
     p.add_argument("--threads", type=int, metavar="N",
-                   help="BLAS/OpenMP threads, set before NumPy loads (default: min(cores, 4) lowered by the "
-                        "load average; an existing OMP_NUM_THREADS/OPENBLAS_NUM_THREADS is respected)")
+                   help="BLAS/OpenMP threads, set before NumPy loads (default: 1, for reproducible digits and "
+                        "because small factorisations are slower threaded; an existing OMP_NUM_THREADS/"
+                        "OPENBLAS_NUM_THREADS is respected)")
 
 
 def threads_info() -> dict:

@@ -6,7 +6,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from dlrt_ref.cli import apply_threads  # noqa: E402  (imports no NumPy)
 
 # BLAS threads chosen as the commands choose them (README "Threads"), before NumPy loads: an existing
-# OMP_NUM_THREADS/OPENBLAS_NUM_THREADS wins, else min(cores, 4) lowered by the load average.
+# OMP_NUM_THREADS/OPENBLAS_NUM_THREADS wins, else one thread.
 apply_threads([])
 
 import numpy as np

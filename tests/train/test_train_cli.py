@@ -227,3 +227,16 @@ def test_train_validation_option_uses_it():
         train_cli._parse_validation("last:")
     with pytest.raises(ValueError, match="must be K, 'last' or 'last:K'"):
         train_cli._parse_validation("lastx")
+
+
+def test_default_thread_count_is_one_whatever_the_load(monkeypatch):
+    """The default does not follow the machine (cores, load): the digits of a run must not change with them."""
+    from dlrt_ref import threads
+    for cores, load in ((2, 0.0), (16, 0.0), (16, 9.0), (1, 3.0)):
+        monkeypatch.setattr(threads.os, "cpu_count", lambda c=cores: c)
+        monkeypatch.setattr(threads.os, "getloadavg", lambda l=load: (l, l, l))
+        assert threads.default_threads()[0] == 1
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    p = subprocess.run([sys.executable, "-c", "from dlrt_ref.threads import apply_threads; print(apply_threads([]))"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert "'threads': 1" in p.stdout and "'source': 'default'" in p.stdout
