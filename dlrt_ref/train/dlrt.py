@@ -83,6 +83,23 @@ class StepInfo:
     tails: list = field(default_factory=list)
 
 
+def check_rank_bounds(owner: str, r_min, r_max) -> None:
+    """Rank bounds of a truncation rule: each an integer >= 1 or None (not given), and r_max >= r_min.
+
+    One-line errors naming ``owner``: :class:`TypeError` for a non-integer, :class:`ValueError` for a
+    value out of range. Used for DLRT's global bounds and for every ``layer_rules`` entry.
+    """
+    for name, r in (("r_min", r_min), ("r_max", r_max)):
+        if r is None:
+            continue
+        if isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer)):
+            raise TypeError(f"{owner}: {name} must be an integer, got {r!r}")
+        if r < 1:
+            raise ValueError(f"{owner}: {name} must be >= 1, got {r}")
+    if r_min is not None and r_max is not None and r_max < r_min:
+        raise ValueError(f"{owner}: r_max ({r_max}) must be >= r_min ({r_min})")
+
+
 class Trainer:
     """What every trainer shares: one forward/backward pass, dense-parameter updates, ranks.
 
@@ -219,15 +236,9 @@ class DLRT(Trainer):
             raise TypeError(f"DLRT: tau must be a real number in [0, 1), got {tau!r}")
         if method in ADAPTIVE and not (np.isfinite(tau) and 0 <= tau < 1):
             raise ValueError(f"DLRT: tau must be in [0, 1) (it is relative: ϑ = τ‖σ‖₂), got {tau}")
-        for name, r in (("r_min", r_min), ("r_max", r_max)):
-            if r is not None and (isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer))):
-                raise TypeError(f"DLRT: {name} must be an integer, got {r!r}")
-        if r_min < 1:
-            raise ValueError(f"DLRT: r_min must be >= 1, got {r_min}")
-        if r_max is not None and r_max < 1:
-            raise ValueError(f"DLRT: r_max must be >= 1, got {r_max}")
-        if r_max is not None and r_max < r_min:
-            raise ValueError(f"DLRT: r_max ({r_max}) must be >= r_min ({r_min})")
+        if r_min is None:
+            raise TypeError("DLRT: r_min must be an integer >= 1, got None")
+        check_rank_bounds("DLRT", r_min, r_max)
         super().__init__(net, optimizer, loss)
         self.method = method
         self.tau, self.r_min = float(tau), int(r_min)
@@ -266,12 +277,7 @@ class DLRT(Trainer):
                 raise ValueError(f"DLRT: layer_rules[{i}]['tau_factor'] must be a finite number > 0, got {f!r}")
             if self.tol_rule == "relative" and not f * self.tau < 1:
                 raise ValueError(f"DLRT: layer_rules[{i}]: tau_factor*tau must be < 1, got {f}*{self.tau}")
-            for name in ("r_min", "r_max"):
-                r = rule.get(name)
-                if r is not None and (isinstance(r, (bool, np.bool_)) or not isinstance(r, (int, np.integer)) or r < 1):
-                    raise ValueError(f"DLRT: layer_rules[{i}]['{name}'] must be an integer >= 1, got {r!r}")
-            if rule.get("r_min") is not None and rule.get("r_max") is not None and rule["r_max"] < rule["r_min"]:
-                raise ValueError(f"DLRT: layer_rules[{i}]: r_max ({rule['r_max']}) must be >= r_min ({rule['r_min']})")
+            check_rank_bounds(f"DLRT: layer_rules[{i}]", rule.get("r_min"), rule.get("r_max"))
             out.append({k: (float(v) if k == "tau_factor" else int(v)) for k, v in rule.items()})
         return out
 
