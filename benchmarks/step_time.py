@@ -4,12 +4,12 @@
 Measures, for each method and rank, the median wall time of one optimiser step
 (after warm-up), split into
 
-* **ortho**: time inside :func:`dlrt_ref.lowrank.orthonormalise` and
-  :func:`~dlrt_ref.lowrank.orthonormalise_after` (Householder QR or
+* **ortho**: time inside :func:`dlrt_ref.orthonormal.orthonormalise` and
+  :func:`~dlrt_ref.orthonormal.orthonormalise_after` (Householder QR or
   CholeskyQR2 with its Gram-Schmidt projections, including any Householder
   fallback);
 * **trunc**: time inside :func:`dlrt_ref.integrators.truncate_core` — the SVD
-  of the augmented core (:func:`dlrt_ref.lowrank.truncate`, reported on its
+  of the augmented core (:func:`dlrt_ref.truncation.truncate`, reported on its
   own as ``trunc_svd``) plus the two basis products Û P and V̂ Q;
 * **gemm+rest** = total − ortho − trunc: the forward/backward passes, the
   factor products F V, Fᵀ U, Uᵀ F V, M̂ = Ûᵀ U0, the optimiser arithmetic,
@@ -31,7 +31,7 @@ device around every timed step (and, for the split, around every timed library
 call — in a separate, instrumented pass so that the totals carry no extra
 synchronisations). ``--layer-ranks`` fixes the rank of every low-rank layer
 (e.g. 152,93,37 on the thesis net), ``--solver`` the truncation's solver
-(``auto``/``svd``/``gram``, :func:`dlrt_ref.lowrank.truncate`), and the truncation
+(``auto``/``svd``/``gram``, :func:`dlrt_ref.truncation.truncate`), and the truncation
 micro-benchmark times both solvers on 2r×2r cores (on CuPy also a host SVD).
 
 Run ``python benchmarks/step_time.py --help``; see ``benchmarks/README.md``.
@@ -94,7 +94,8 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 import dlrt_ref.integrators as integrators  # noqa: E402
-import dlrt_ref.lowrank as lowrank  # noqa: E402
+import dlrt_ref.orthonormal as orthonormal  # noqa: E402
+import dlrt_ref.truncation as truncation  # noqa: E402
 from dlrt_ref.backend import get_backend, to_numpy  # noqa: E402
 from dlrt_ref.nn import mlp  # noqa: E402
 from dlrt_ref.threads import load_average  # noqa: E402
@@ -174,42 +175,44 @@ def instrumented(timers: Timers):
     """Wrap orthonormalise(_after), truncate and truncate_core (module-level names) with timers; restore afterwards.
 
     ``integrators`` imported ``orthonormalise(_after)`` and ``truncate`` by name, so both
-    its references and those of ``lowrank`` are replaced. ``lowrank._householder``
-    is counted (not timed) to see how often CholeskyQR2 falls back.
+    its references and those of the defining modules (``orthonormal``, ``truncation``) are
+    replaced (the re-exports in ``dlrt_ref.lowrank`` are not: the step does not look them up
+    there). ``orthonormal._householder`` is counted (not timed) to see how often CholeskyQR2
+    falls back.
     """
     saved = {
-        (lowrank, "orthonormalise"): lowrank.orthonormalise,
+        (orthonormal, "orthonormalise"): orthonormal.orthonormalise,
         (integrators, "orthonormalise"): integrators.orthonormalise,
-        (lowrank, "orthonormalise_after"): lowrank.orthonormalise_after,
+        (orthonormal, "orthonormalise_after"): orthonormal.orthonormalise_after,
         (integrators, "orthonormalise_after"): integrators.orthonormalise_after,
-        (lowrank, "truncate"): lowrank.truncate,
+        (truncation, "truncate"): truncation.truncate,
         (integrators, "truncate"): integrators.truncate,
         (integrators, "truncate_core"): integrators.truncate_core,
-        (lowrank, "_householder"): lowrank._householder,
+        (orthonormal, "_householder"): orthonormal._householder,
     }
-    ortho = _timed(lowrank.orthonormalise, timers, "ortho")
+    ortho = _timed(orthonormal.orthonormalise, timers, "ortho")
 
     def truncate_counted(*args, **kwargs):  # counts the calls that took the Gram path
-        res = saved[(lowrank, "truncate")](*args, **kwargs)
+        res = saved[(truncation, "truncate")](*args, **kwargs)
         timers.calls["trunc_gram"] += getattr(res, "solver", "svd") == "gram"
         return res
 
     trunc_svd = _timed(truncate_counted, timers, "trunc_svd")
-    householder = _counted(lowrank._householder, timers, "householder")
+    householder = _counted(orthonormal._householder, timers, "householder")
     try:
-        lowrank.orthonormalise = integrators.orthonormalise = ortho
-        lowrank.orthonormalise_after = integrators.orthonormalise_after = _timed(
-            saved[(lowrank, "orthonormalise_after")], timers, "ortho")
-        lowrank.truncate = integrators.truncate = trunc_svd
+        orthonormal.orthonormalise = integrators.orthonormalise = ortho
+        orthonormal.orthonormalise_after = integrators.orthonormalise_after = _timed(
+            saved[(orthonormal, "orthonormalise_after")], timers, "ortho")
+        truncation.truncate = integrators.truncate = trunc_svd
         integrators.truncate_core = _timed(saved[(integrators, "truncate_core")], timers, "trunc")
-        lowrank._householder = householder
+        orthonormal._householder = householder
         # the dispatch table holds the functions themselves; route it through the counter
-        lowrank.ORTHONORMALISERS["householder"] = householder
+        orthonormal.ORTHONORMALISERS["householder"] = householder
         yield timers
     finally:
         for (mod, name), fn in saved.items():
             setattr(mod, name, fn)
-        lowrank.ORTHONORMALISERS["householder"] = saved[(lowrank, "_householder")]
+        orthonormal.ORTHONORMALISERS["householder"] = saved[(orthonormal, "_householder")]
 
 
 # --------------------------------------------------------------------------- #
@@ -417,12 +420,12 @@ def ortho_micro(m, ks, dtype, repeats, B) -> list:
         for method in ORTHOS:
             for name, M in (("random", A), ("augmented [K1|U0]", aug)):
                 with instrumented(timers):
-                    lowrank.orthonormalise(M, method)  # warm-up
+                    orthonormal.orthonormalise(M, method)  # warm-up
                     t, hh = [], 0
                     for _ in range(repeats):
                         timers.reset()
                         t0 = time.perf_counter()
-                        Q = lowrank.orthonormalise(M, method)
+                        Q = orthonormal.orthonormalise(M, method)
                         t.append(time.perf_counter() - t0)
                         hh = timers.calls["householder"]
                 err = float(np.linalg.norm(Q.T.astype(np.float64) @ Q - np.eye(Q.shape[1])))
@@ -454,8 +457,8 @@ def truncation_micro(be, ks, dtype, repeats) -> list:
             P, s, Qh = np.linalg.svd(to_numpy(Sd))
             return be.asarray(P[:, :r]), be.asarray(s[:r]), be.asarray(Qh[:r].T)
 
-        runs = {"svd": lambda: lowrank.truncate(Sd, rank=r, solver="svd"),
-                "gram": lambda: lowrank.truncate(Sd, rank=r, solver="gram")}
+        runs = {"svd": lambda: truncation.truncate(Sd, rank=r, solver="svd"),
+                "gram": lambda: truncation.truncate(Sd, rank=r, solver="gram")}
         if be.name != "numpy":
             runs["host-svd"] = host_svd
         for name, f in runs.items():
@@ -515,7 +518,7 @@ def parse_args(argv):
     if args.layer_ranks:
         args.ranks = [_csv(args.layer_ranks, int)]
     bad = [m for m in args.methods if m not in METHODS] + [o for o in args.ortho if o not in ORTHOS]
-    bad += [v for v in args.solver if v not in lowrank.TRUNCATION_SOLVERS]
+    bad += [v for v in args.solver if v not in truncation.TRUNCATION_SOLVERS]
     flat = [x for r in args.ranks for x in (r if isinstance(r, list) else [r])]
     if bad or not args.ranks or min(flat) < 1 or args.repeats < 1 or args.warmup < 0:
         p.error(f"bad --methods/--ortho/--solver/--ranks/--repeats/--warmup: {bad or ''}")

@@ -61,9 +61,11 @@ from typing import Optional
 
 from dlrt_ref.backend import array_module
 from dlrt_ref.linalg import H
-from dlrt_ref.lowrank import LowRankMatrix, Truncation, orthonormalise, orthonormalise_after, truncate
+from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.operators import as_operator
+from dlrt_ref.orthonormal import orthonormalise, orthonormalise_after
 from dlrt_ref.substeps import Request, SubFlow, drive, euler, get_substep
+from dlrt_ref.truncation import Truncation, truncate
 
 __all__ = [
     "Request", "drive", "StepResult", "k_flow", "l_flow", "s_flow", "augment", "truncate_core", "step_scaled_rule",
@@ -147,7 +149,7 @@ def augment(K1, U0, ortho: str = "householder"):
     rank of the new directions (I − U0U0^*)K1.
 
     The span is the paper's up to round-off; the basis puts U0 first, Û = [U0 | Ũ],
-    with Ũ from :func:`~dlrt_ref.lowrank.orthonormalise_after`: an orthonormal basis
+    with Ũ from :func:`~dlrt_ref.orthonormal.orthonormalise_after`: an orthonormal basis
     of only the *numerically independent* part of (I − U0U0^*)K1 (singular values
     above a documented threshold), never arbitrary completion columns. So Û is
     orthonormal to working precision for every input (a batch smaller than r, a
@@ -167,7 +169,7 @@ def augment(K1, U0, ortho: str = "householder"):
 
 
 def truncate_core(U_hat, S_hat, V_hat, **rule) -> tuple[LowRankMatrix, Truncation]:
-    """Truncate Û Ŝ V̂^* to Û P Σ (V̂ Q)^* by :func:`~dlrt_ref.lowrank.truncate` ([CKL22] Alg. 1, step 3)."""
+    """Truncate Û Ŝ V̂^* to Û P Σ (V̂ Q)^* by :func:`~dlrt_ref.truncation.truncate` ([CKL22] Alg. 1, step 3)."""
     tr = truncate(S_hat, **rule)
     # (m, k̂) @ (k̂, r1) -> (m, r1);  (n, k̂) @ (k̂, r1) -> (n, r1)
     return LowRankMatrix(U_hat @ tr.P, tr.S, V_hat @ tr.Q), tr
@@ -296,7 +298,7 @@ def ra_bug_stages(t0, Y0: LowRankMatrix, h, substep=euler, ortho="householder", 
     1.–3. K- and L-steps from Y0, augmented bases Û = [U0 | Ũ], V̂ = [V0 | Ṽ] and the
        Galerkin S-step on the augmented core (:func:`augmented_galerkin_stages`):
        one field evaluation per step with Euler sub-steps.
-    4. Truncate Ŝ1 by SVD: ``rule`` is passed to :func:`~dlrt_ref.lowrank.truncate`
+    4. Truncate Ŝ1 by SVD: ``rule`` is passed to :func:`~dlrt_ref.truncation.truncate`
        (``theta`` | ``tau`` | ``rank`` | ``c_step``, ``r_min``, ``r_max``, ``compat_2022``);
        ``c_step``: ϑ = c·h·‖Ŝ1 − S̃0‖_F (:func:`step_scaled_rule`).
     """
@@ -465,7 +467,7 @@ def ra_bug_step(field, t0, Y0: LowRankMatrix, h, substep="euler", ortho="househo
     """One rank-adaptive BUG step; see :func:`ra_bug_stages`.
 
     Arguments as :func:`ksl_step`, and the truncation ``rule`` (``theta`` | ``tau`` | ``rank``,
-    ``r_min``, ``r_max``, ``compat_2022``) of :func:`~dlrt_ref.lowrank.truncate`.
+    ``r_min``, ``r_max``, ``compat_2022``) of :func:`~dlrt_ref.truncation.truncate`.
     """
     f, lin = _on_step(field, t0, h)
     stages = ra_bug_stages(t0=t0, Y0=Y0, h=h, substep=get_substep(substep), ortho=ortho, lin=lin, **rule)

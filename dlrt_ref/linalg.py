@@ -2,7 +2,8 @@
 
 * :func:`H`: the conjugate transpose Aᴴ (= Aᵀ for real A), the papers' ``*``;
 * :func:`random_orthonormal`: a seeded Haar-random n×r matrix with orthonormal columns;
-* :func:`svd_factors`: the rank-r factors (U, S, V) of a truncated SVD, A ≈ U S Vᴴ.
+* :func:`svd_factors`: the rank-r factors (U, S, V) of a truncated SVD, A ≈ U S Vᴴ;
+* ``FACTOR_DTYPES``: the dtypes accepted for low-rank factors and cores.
 
 Each works on the array module of its input (NumPy or CuPy) except
 :func:`random_orthonormal`, which draws on the host (random initial data is
@@ -14,7 +15,10 @@ import numpy as np
 
 from dlrt_ref.backend import array_module
 
-__all__ = ["H", "random_orthonormal", "svd_factors"]
+__all__ = ["H", "random_orthonormal", "svd_factors", "FACTOR_DTYPES"]
+
+# the dtypes of LowRankMatrix factors and of truncate's cores: those the QR/SVD/Cholesky kernels support
+FACTOR_DTYPES = ("float32", "float64", "complex64", "complex128")
 
 
 def H(A):

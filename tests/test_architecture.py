@@ -1,6 +1,7 @@
 """The import rules of ARCHITECTURE.md, checked on the source (ast), not by importing it.
 
-* the core (backend, linalg, lowrank, operators, substeps, integrators, and errors, threads, cli)
+* the core (backend, linalg, lowrank, orthonormal, truncation, operators, substeps, integrators, and errors,
+  threads, cli)
   imports nothing from nn/, train/, ode/, data/ or experiments/;
 * nn/ imports only the core; ode/ imports only the core (never nn/ or train/); data/ imports nothing
   else of the package; train/ imports the core, nn/ and data/ (never ode/ or experiments/);
@@ -21,8 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "dlrt_ref"
 AREAS = ("nn", "train", "ode", "data", "experiments")
-CORE = ("backend", "linalg", "lowrank", "operators", "substeps", "integrators", "errors", "threads", "cli",
-        "__init__", "__main__")
+CORE = ("backend", "linalg", "lowrank", "orthonormal", "truncation", "operators", "substeps", "integrators", "errors",
+        "threads", "cli", "__init__", "__main__")
 # what each part of the package may import from the package (besides itself)
 ALLOWED = {"core": {"core"}, "nn": {"core"}, "ode": {"core"}, "data": set(), "train": {"core", "nn", "data"},
            "experiments": {"core", "nn", "ode", "data", "train"}}

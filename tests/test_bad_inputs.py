@@ -293,7 +293,8 @@ def _api_cases():
                                                     dtype=np.float32, validation=0, seed=0, subset=9,
                                                     test_subset=None), ValueError, "subset size"),
     ]
-    from dlrt_ref.lowrank import LowRankMatrix, truncate
+    from dlrt_ref.lowrank import LowRankMatrix
+    from dlrt_ref.truncation import truncate
 
     U, S, V = np.linalg.qr(np.random.default_rng(0).standard_normal((6, 2)))[0], np.diag([2.0, 1.0]), np.eye(4, 2)
     Snan = S.copy()

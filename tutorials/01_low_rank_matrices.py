@@ -30,8 +30,9 @@ import numpy as np
 
 from _tutorial import OUT, QUICK, banner, plt, savefig
 from dlrt_ref.data import load_mnist
-from dlrt_ref.lowrank import LowRankMatrix, best_rank_r, tangent_project, truncate
+from dlrt_ref.lowrank import LowRankMatrix, best_rank_r, tangent_project
 from dlrt_ref.ode.problems import random_orthonormal
+from dlrt_ref.truncation import truncate
 
 banner("01 low-rank matrices")
 rng = np.random.default_rng(0)

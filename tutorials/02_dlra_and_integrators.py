@@ -29,10 +29,11 @@ import numpy as np
 
 from _tutorial import QUICK, banner, plt, savefig
 from dlrt_ref.integrators import bug_step, integrate, k_flow, ksl_step, l_flow, naive_step, s_flow
-from dlrt_ref.lowrank import LowRankMatrix, orthonormalise
+from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.ode.problem import error_or_none, run_method
 from dlrt_ref.ode.problems import sylvester, toy
 from dlrt_ref.operators import as_operator
+from dlrt_ref.orthonormal import orthonormalise
 from dlrt_ref.substeps import solve_subflow
 
 banner("02 DLRA and integrators")

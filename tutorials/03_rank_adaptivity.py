@@ -31,10 +31,10 @@ import numpy as np
 
 from _tutorial import QUICK, banner, plt, savefig
 from dlrt_ref.integrators import augment, integrate, k_flow, l_flow, ra_bug_step, s_flow, truncate_core
-from dlrt_ref.lowrank import truncate
 from dlrt_ref.ode.problems import schrodinger
 from dlrt_ref.operators import as_operator
 from dlrt_ref.substeps import solve_subflow
+from dlrt_ref.truncation import truncate
 
 banner("03 rank adaptivity")
 np.set_printoptions(precision=3, linewidth=110)

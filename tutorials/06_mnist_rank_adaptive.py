@@ -38,13 +38,13 @@ from matplotlib import ticker
 
 from _tutorial import QUICK, banner, plt, savefig
 from dlrt_ref.data import load_mnist
-from dlrt_ref.lowrank import truncate
 from dlrt_ref.nn import lenet5, mlp
 from dlrt_ref.train import accounting
 from dlrt_ref.train.baselines import dense_trainer
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.loop import fit
 from dlrt_ref.train.optim import Adam
+from dlrt_ref.truncation import truncate
 
 banner("06 MNIST rank-adaptive")
 if QUICK:

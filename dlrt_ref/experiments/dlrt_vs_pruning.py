@@ -106,8 +106,8 @@ def rank_caps(net) -> list:
 
 def truncation_trail(s, tau: float, rounds: int, r_min: int = 2) -> int:
     """The rank after ``rounds`` truncations of the singular values ``s`` alone (relative rule ϑ = τ‖σ‖,
-    :func:`dlrt_ref.lowrank.truncate`), stopping early at a fixed point: ra-bug's rank when the data add
-    nothing above ϑ (REPRODUCTION §10). Same rule as :func:`dlrt_ref.lowrank.truncate` with r_max = the current
+    :func:`dlrt_ref.truncation.truncate`), stopping early at a fixed point: ra-bug's rank when the data add
+    nothing above ϑ (REPRODUCTION §10). Same rule as :func:`dlrt_ref.truncation.truncate` with r_max = the current
     rank, written out on the sorted values (no SVD per round; the tests compare the two)."""
     s = np.sort(np.asarray(s, dtype=np.float64))[::-1]
     for _ in range(rounds):

@@ -58,11 +58,11 @@ from dlrt_ref.data import load_mnist
 from dlrt_ref.data.synthetic import teacher_student
 from dlrt_ref.experiments.plotting import jsonable, pyplot, save
 from dlrt_ref.experiments.runs import RunSpec, serial_runner
-from dlrt_ref.lowrank import truncate
 from dlrt_ref.nn import lenet5, mlp
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.loop import evaluate
 from dlrt_ref.train.optim import make_optimizer
+from dlrt_ref.truncation import truncate
 
 NAME = "rank_dynamics"
 RULES = {"relative": [0.05, 0.1, 0.2], "absolute": [0.01, 0.05, 0.2], "step": [3.0, 10.0, 30.0]}

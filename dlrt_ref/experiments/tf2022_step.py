@@ -16,7 +16,7 @@ network's forward and backward (:class:`~dlrt_ref.nn.LowRankLinear`,
 :class:`~dlrt_ref.nn.Sequential`; the factor gradients are the layer's
 ``grad_K``/``grad_L``/``grad_S``), the loss
 (:class:`~dlrt_ref.nn.SoftmaxCrossEntropy`) and the truncation
-(:func:`dlrt_ref.lowrank.truncate`, with ``compat_2022`` for the 2022 rule).
+(:func:`dlrt_ref.truncation.truncate`, with ``compat_2022`` for the 2022 rule).
 
 **The deviations under study**, each a switch that can be turned off on its own:
 
@@ -50,7 +50,7 @@ network's forward and backward (:class:`~dlrt_ref.nn.LowRankLinear`,
     The new output-side basis is built from the first r *rows* of the matrix
     of right singular vectors of S (a transposition), and the tail sum leaves
     out the last singular value; if no cut is found the rank stays
-    (:func:`dlrt_ref.lowrank.truncate` with ``compat_2022=True``; its fallback
+    (:func:`dlrt_ref.truncation.truncate` with ``compat_2022=True``; its fallback
     k//2 of the 2r×2r core is the current rank r). ``"correct"``: columns,
     full tail, rank up to 2r.
 
@@ -76,10 +76,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from dlrt_ref.lowrank import truncate
 from dlrt_ref.nn import Dense, LowRankLinear, ReLU, Sequential, SoftmaxCrossEntropy
 from dlrt_ref.nn import init as lib_init
 from dlrt_ref.train.optim import embed_leading
+from dlrt_ref.truncation import truncate
 
 __all__ = ["TF2022Emulation", "KerasAdam"]
 
@@ -323,7 +323,7 @@ class TF2022Emulation:
             store[name][sl] = block
 
     def _truncate(self, L, hat):
-        """Ŝ = P diag(σ) Qᵀ cut to the new rank (library :func:`~dlrt_ref.lowrank.truncate`, 2022 rule or correct)."""
+        """Ŝ = P diag(σ) Qᵀ cut to the new rank (library :func:`~dlrt_ref.truncation.truncate`, 2022 rule or correct)."""
         p, k, r = self.p, L["k"], L["r"]
         Uh, Vth = hat
         tr = truncate(p[f"S{k}"][:2 * r, :2 * r].astype(np.float64), tau=self.tau, r_min=2, r_max=L["R"],

@@ -2,7 +2,7 @@
 
 The public DLRT codes of 2022 truncate the augmented core Ŝ1 = P Σ Qᵀ with
 ``V ← V̂ · Vh[:, :r]`` instead of ``V̂ · Vhᵀ[:, :r]`` and leave the last
-singular value out of their tail sum (see :func:`dlrt_ref.lowrank.truncate`,
+singular value out of their tail sum (see :func:`dlrt_ref.truncation.truncate`,
 ``compat_2022=True``; /shared/published_results.md "Known quirk"). This
 experiment trains the same network from the same initial weights and batch
 order twice — once with the correct truncation, once with the compat flag —

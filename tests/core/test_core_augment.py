@@ -1,4 +1,4 @@
-"""Rank-revealing augmentation (lowrank.orthonormalise_after, integrators.augment) on every input.
+"""Rank-revealing augmentation (orthonormal.orthonormalise_after, integrators.augment) on every input.
 
 Required by the design: Û = [U0 | Ũ] keeps range(U0), is orthonormal to working
 precision whatever K1 is, and appends only the numerically independent part of
@@ -14,8 +14,9 @@ from hypothesis import given, settings, strategies as st
 
 from tests.helpers.dlra import EPS, H, fro, lowrank, orth
 from dlrt_ref.integrators import augment, parallel_bug_step, ra_bug_step
-from dlrt_ref.lowrank import LowRankMatrix, augment_threshold, orthonormalise_after
+from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.operators import OuterProductOperator
+from dlrt_ref.orthonormal import augment_threshold, orthonormalise_after
 
 ORTHOS = ("householder", "cholqr2")
 
@@ -164,7 +165,7 @@ def test_fast_path_spans_what_householder_spans(seed, m, r, dtype, cplx, n_kept,
     """
     from unittest import mock
 
-    import dlrt_ref.lowrank as lowrank_mod
+    import dlrt_ref.orthonormal as orthonormal_mod
 
     rng = np.random.default_rng(seed)
     q = min(r, m - 2)
@@ -189,7 +190,7 @@ def test_fast_path_spans_what_householder_spans(seed, m, r, dtype, cplx, n_kept,
     assume_clear = np.all((s > 5 * delta) | (s < delta / 5))
     if not assume_clear:  # s was clipped near δ (tiny ‖A0‖ cases): nothing to compare
         return
-    with mock.patch.object(lowrank_mod, "_augment_householder", wraps=lowrank_mod._augment_householder) as hh:
+    with mock.patch.object(orthonormal_mod, "_augment_householder", wraps=orthonormal_mod._augment_householder) as hh:
         U_fast = orthonormalise_after(Qc, Ac, "cholqr2")
     if dtype == np.float32 and q + k <= m:  # (q + k > m: only the Householder form applies)
         assert hh.call_count == 0
@@ -211,7 +212,7 @@ def test_sigma_min_test_agrees_with_the_eigenvalues(seed, k, log_ratio):
 
     W has singular values spread over 4 decades; s = 10^log_ratio·σ_min (never within 0.1 % of a σ).
     """
-    from dlrt_ref.lowrank import _sigma_min_exceeds
+    from dlrt_ref.orthonormal import _sigma_min_exceeds
 
     rng = np.random.default_rng(seed)
     sig = 10.0 ** rng.uniform(-4, 0, k)

@@ -1,4 +1,4 @@
-"""Property tests of dlrt_ref.lowrank: tangent projector, orthonormalisation, truncation.
+"""Property tests of dlrt_ref.lowrank (tangent projector), dlrt_ref.orthonormal and dlrt_ref.truncation.
 
 Notation as in Koch & Lubich (2007) and Ceruti, Kusch & Lubich (2022):
 Y = U S V^*, P(Y) Z = UU^*Z − UU^*ZVV^* + ZVV^*, and the rank-adaptive
@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import dlrt_ref.lowrank as lowrank_module
+import dlrt_ref.orthonormal as orthonormal_module
 from dlrt_ref.backend import to_numpy
 from dlrt_ref.integrators import augment, truncate_core
-from dlrt_ref.lowrank import LowRankMatrix, orthonormalise, orthonormalise_after, tangent_project, truncate
+from dlrt_ref.lowrank import LowRankMatrix, tangent_project
+from dlrt_ref.orthonormal import orthonormalise, orthonormalise_after
+from dlrt_ref.truncation import truncate
 from tests.helpers.dlra import EPS, H, draw, fixture_settings, fro, lowrank, orth, orth_err
 
 shapes = st.tuples(st.integers(2, 20), st.integers(2, 20)).flatmap(
@@ -297,14 +299,14 @@ def _matrix(rng, m, k, cond, dtype):
 def householder_calls(monkeypatch):
     """Count calls of the Householder QR (the fallback of CholeskyQR2)."""
     calls = []
-    real = lowrank_module._householder
+    real = orthonormal_module._householder
 
     def counted(A):
         calls.append(A.shape)
         return real(A)
 
-    monkeypatch.setattr(lowrank_module, "_householder", counted)
-    monkeypatch.setitem(lowrank_module.ORTHONORMALISERS, "householder", counted)
+    monkeypatch.setattr(orthonormal_module, "_householder", counted)
+    monkeypatch.setitem(orthonormal_module.ORTHONORMALISERS, "householder", counted)
     return calls
 
 

@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from dlrt_ref.cli import main
 from dlrt_ref.experiments import EXPERIMENTS
 from dlrt_ref.experiments import dlrt_vs_pruning as E
-from dlrt_ref.lowrank import truncate
 from dlrt_ref.nn import mlp
 from dlrt_ref.train.baselines import dense_trainer
 from dlrt_ref.train.optim import Adam
+from dlrt_ref.truncation import truncate
 from tests.helpers.json_numbers import json_numbers
 
 

@@ -20,8 +20,8 @@ Host synchronisations per training step (L low-rank layers; each one is a
 * 1 per pass: the loss, with the label range check in the same transfer
   (``nn/loss.py``);
 * ra-bug, parallel — per layer: 1 for the rank decision of the truncation (the
-  singular values, with a finiteness flag: ``lowrank.truncate``); per augmented side
-  (U and V) the rank decision of ``lowrank.orthonormalise_after``, with the norm ‖A‖_F
+  singular values, with a finiteness flag: ``truncation.truncate``); per augmented side
+  (U and V) the rank decision of ``orthonormal.orthonormalise_after``, with the norm ‖A‖_F
   of its threshold δ = 10·√(q+k)·eps·‖A‖_F in the same transfer: with Householder 1
   (the σ of R22); with ``ortho="cholqr2"`` 1 (the eigenvalues of the float64 Gram
   matrix of the new directions), + 1 for R22's σ where the Gram matrix cannot resolve
@@ -39,10 +39,12 @@ import pytest
 from tests.gpu import fake_cupy
 from dlrt_ref.backend import available_backends, get_backend, to_numpy
 from dlrt_ref.integrators import INTEGRATORS
-from dlrt_ref.lowrank import LowRankMatrix, orthonormalise, orthonormalise_after, truncate
+from dlrt_ref.lowrank import LowRankMatrix
 from dlrt_ref.nn import mlp
+from dlrt_ref.orthonormal import orthonormalise, orthonormalise_after
 from dlrt_ref.train.dlrt import DLRT
 from dlrt_ref.train.optim import SGD, Adam
+from dlrt_ref.truncation import truncate
 
 WIDTHS, RANKS = [20, 12, 10, 4], [3, 3, None]
 

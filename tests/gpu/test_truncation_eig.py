@@ -1,6 +1,6 @@
 """Truncation by the Gram eigen-decomposition (``truncate(solver="gram")``) against a float64 SVD.
 
-The claim (``dlrt_ref.lowrank.truncate``): for a single-precision core S (k1×k2) the
+The claim (``dlrt_ref.truncation.truncate``): for a single-precision core S (k1×k2) the
 symmetric eigen-decomposition in float64 of the smaller Gram matrix gives the kept
 singular triplets as accurately as a float32 SVD does, for every τ the experiments use
 (1e-3 … 0.45) and at constant rank, and it falls back to the SVD when a kept σ_j is
@@ -23,7 +23,7 @@ are those of the working precision, not loose ones).
 import numpy as np
 import pytest
 
-from dlrt_ref.lowrank import gram_min_ratio, truncate
+from dlrt_ref.truncation import gram_min_ratio, truncate
 
 # every τ of the experiments (fc_tau_sweep, lenet_tau, rank_evolution, rank_dynamics, dlrt_descent, finetune,
 # tutorials) and the README's 0.1
