@@ -208,7 +208,7 @@ class DLRT(Trainer):
         naming the argument, as in the ``train`` command.
     compat_2022_truncation : bool
         Reproduce the 2022 reference codes' truncation (see
-        :func:`dlrt_ref.lowrank.truncate`); off by default, which is the correct one.
+        :func:`dlrt_ref.truncation.truncate`); off by default, which is the correct one.
     ortho : {"householder", "cholqr2"}
         Orthonormalisation of the K and L bases.
     loss : object with forward(logits, y) and backward(); default softmax cross-entropy.
