@@ -26,11 +26,12 @@ def default_threads() -> tuple:
       a run depend on the thread count. A default that followed the machine load (as this one did
       until issue 14's last session) made the same command give different digits from one minute
       to the next (the quickstart: 93.05 % with 1 thread, 93.09 % with 2).
-    * **Speed.** A DLRT step is made of many small products and factorisations (r ≤ a few hundred).
-      Measured on the 2-core development machine (OpenBLAS 0.3.31, ``benchmarks/README.md``,
-      "Threads"): with 2 threads a triangular solve of 80×500 took 8.0 ms against 0.045 ms with 1
-      and a QR of 500×80 11.1 against 1.2 ms, so a ra-bug step of the thesis net at rank 80 took
-      45 ms against 10 ms; only the dense step gained (4.0 against 7.6 ms).
+    * **Speed.** A DLRT step is made of many small products and factorisations (r ≤ a few hundred),
+      where threads cost more than they give. Measured on the idle 2-core development machine
+      (OpenBLAS 0.3.31; ``benchmarks/blas_threads.py``, ``benchmarks/results/blas_threads.json``):
+      a ra-bug step of the thesis net at rank 80 took 80 ms with 2 threads against 12.4 ms with 1,
+      and even the dense step was slower (7.2 against 5.8 ms), although one isolated product of its
+      pass ran 1.9× faster with 2 threads.
 
     More threads are one option away (``--threads N``) for large dense layers on an idle machine.
     """
