@@ -41,6 +41,8 @@ else
 fi
 echo "gpu_check: device '$DEVICE', backend $BACKEND, work folder $W" >&2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} MPLBACKEND=Agg PYTHONDONTWRITEBYTECODE=1 DLRT_TUTORIAL_OUT=$W/tutorial_out
+# this checkout's dlrt_ref first, installed or not (a GPU machine's python3 has NumPy/CuPy but not dlrt_ref)
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 stage() {  # stage NAME TIMEOUT_S COMMAND...: run, log to $W/NAME.log, record rc and seconds
   # SIGINT first: pytest then still writes its JUnit XML with the tests done so far
