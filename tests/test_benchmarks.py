@@ -70,3 +70,21 @@ def test_train_cli_ortho_option(capsys, tmp_path):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["config"]["run"]["ortho"] == "cholqr2" and math.isfinite(res["test_acc"])
     assert main(tiny + ["--ortho", "gram-schmidt"]) == 2  # main returns argparse's exit code
+
+
+def test_blas_threads_writes_one_record_per_thread_count(tmp_path):
+    """benchmarks/blas_threads.py: one record per thread count and round, finite positive medians of every
+    measurement; a bad --threads is a usage error (exit 2, one line)."""
+    out = tmp_path / "threads.json"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "blas_threads.py"), "--threads", "1",
+                           "--rounds", "1", "--repeats", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["threads"] == [1] and len(doc["runs"]["1"]) == 1
+    med = doc["median_of_round_medians_ms"]["1"]
+    assert set(med["step_ms"]) == {"ra-bug", "dense"} and len(med["ops_ms"]) == 5
+    assert all(math.isfinite(x) and x > 0 for x in json_numbers(med))
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "blas_threads.py"), "--threads", "0"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and "must be >= 1" in bad.stderr.strip().splitlines()[-1]
