@@ -70,8 +70,9 @@ def record_header(cfg, lr: float, batch: int) -> dict:
     stand-in), models, width, seeds, optimiser and augmentation."""
     synthetic = cfg["dataset"] == "synthetic"
     return {"dataset": cfg["dataset"], "synthetic": synthetic,
-            "note": SYNTHETIC_NOTE if synthetic else "real CIFAR data", "models": cfg["models"], "width": cfg["width"], "seeds": cfg["seeds"], "optimizer": "sgd", "lr": lr,
-            "batch": batch, "augmentation": AUGMENTATION if cfg["augment"] else None}
+            "note": SYNTHETIC_NOTE if synthetic else "real CIFAR data", "models": cfg["models"],
+            "width": cfg["width"], "seeds": cfg["seeds"], "optimizer": "sgd", "lr": lr, "batch": batch,
+            "augmentation": AUGMENTATION if cfg["augment"] else None}
 
 
 def make_augment(data, seed: int, on: bool):

@@ -250,13 +250,14 @@ def _dense_and_derived(c, tag, data, template, dense_params) -> dict:
     for f in c["fractions"]:
         budget = int(f * dense_params)
         energy = P.svd_ranks(dense, budget)
-        _, acc_energy = evaluate(svd_truncate(dense, energy), data.x_test, data.y_test)
+        low_energy = svd_truncate(dense, energy)
+        _, acc_energy = evaluate(low_energy, data.x_test, data.y_test)
         ranks = P.uniform_ranks(dense, budget)  # the ranks of fixed-rank and UVᵀ: only the start differs
         low = svd_truncate(dense, ranks)
         _, acc = evaluate(low, data.x_test, data.y_test)
         res = {"svd": {"test_acc": acc, "params_eval": accounting.count_params(low, "eval"), "ranks": ranks[:-1],
                        "test_acc_energy_ranks": acc_energy, "energy_ranks": energy[:-1],
-                       "params_eval_energy_ranks": accounting.count_params(svd_truncate(dense, energy), "eval"),
+                       "params_eval_energy_ranks": accounting.count_params(low_energy, "eval"),
                        "peak_produce": peak_dense, "peak_final": None, "epochs": c["epochs_pre"]}}
         tr = DLRT(low, Adam(LR), method="bug")
         r = train_record(tr, data, c["epochs_re"], batch, seed, f"{tag} svd+retrain f={f}")

@@ -22,7 +22,7 @@ import numpy as np
 from dlrt_ref.experiments.lenet_paper import tau_seed_specs
 from dlrt_ref.experiments.lenet_tau import BATCH, LR, PUBLISHED, train_lenet
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import code_version, serial_runner
+from dlrt_ref.experiments.runs import code_fields, serial_runner
 from dlrt_ref.experiments.train_common import band
 
 NAME = "lenet_band"
@@ -72,8 +72,7 @@ def assemble(cfg, results: dict) -> dict:
             "validation": cfg["validation"], "optimizer": "sgd", "lr": LR, "batch": BATCH, "arms": arms,
             "row": "epoch of minimum validation loss", "std": "ddof = 1 over seeds",
             "published": {str(k): list(v) for k, v in PUBLISHED.items() if k == "dense" or k in cfg["taus"]},
-            "code_commit": code_version()["commit"], "code_digest": code_version()["code_digest"],
-            "code_uncommitted": code_version()["uncommitted"],
+            **code_fields(),
             "budget": f"{len(cfg['seeds'])} seeds x (dense + tau {cfg['taus']}) x {cfg['epochs']} epochs on {n}, "
                       f"batch {BATCH}"}
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlrt_ref.experiments.plotting import pyplot, save
-from dlrt_ref.experiments.runs import RunSpec, code_version, serial_runner
+from dlrt_ref.experiments.runs import RunSpec, code_fields, code_version, serial_runner
 from dlrt_ref.experiments.train_common import band, best_epoch, load_dataset, train_record
 from dlrt_ref.nn import lenet5
 from dlrt_ref.nn.lowrank_layers import LowRankLinear
@@ -137,8 +137,7 @@ def assemble(cfg, results: dict) -> dict:
             "dense_params": 430_500, "n_train": n_train,
             "published": {"rows": {str(t): list(v) for t, v in PUBLISHED.items()}, "dense": PUBLISHED_DENSE,
                           "table6_mean_std": {str(t): list(v) for t, v in PUBLISHED_TABLE6.items()}},
-            "code_commit": code_version()["commit"], "code_digest": code_version()["code_digest"],
-            "code_uncommitted": code_version()["uncommitted"],
+            **code_fields(),
             "budget": f"{len(cfg['taus'])} tau + dense x {len(cfg['seeds'])} seed(s) x {cfg['epochs']} epochs on "
                       f"{cfg['subset'] or '50k'} images, batch {BATCH}"}
 

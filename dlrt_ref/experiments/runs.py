@@ -122,6 +122,12 @@ def code_version() -> dict:
     return _VERSION
 
 
+def code_fields() -> dict:
+    """:func:`code_version` as the flat JSON keys ``code_commit``, ``code_digest``, ``code_uncommitted``."""
+    v = code_version()
+    return {"code_commit": v["commit"], "code_digest": v["code_digest"], "code_uncommitted": v["uncommitted"]}
+
+
 def experiment_module(name: str):
     """The module of experiment ``name``: a name of the registry (:data:`dlrt_ref.experiments.EXPERIMENTS`),
     or a module path with a dot (an experiment outside the registry: a test's, a user's own)."""

@@ -113,6 +113,8 @@ class Dense(Layer):
         \frac{\partial L}{\partial X} = \Delta W .
     """
 
+    input_grad_optional = True  # backward(dy, input_grad=False): no dX (see the module docstring)
+
     def __init__(self, n_in, n_out, *, activation="relu", backend="numpy", dtype=np.float32, seed=0):
         super().__init__(backend, dtype)
         self.n_in, self.n_out = int(n_in), int(n_out)
@@ -121,8 +123,6 @@ class Dense(Layer):
         W = init.dense_weight(self.n_out, self.n_in, seed, activation)
         be = self.backend
         self.params = {"W": be.asarray(W, self.dtype), "b": be.xp.zeros(self.n_out, dtype=self.dtype)}
-
-    input_grad_optional = True
 
     @property
     def shape(self):
